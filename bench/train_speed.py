@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Training speed: our loop against the pytorch/examples DCGAN loop, in one process.
+
+    python bench/train_speed.py                 # CPU, batch 64, all rows
+    python bench/train_speed.py --steps 5 --variants dcgan,forcecore --bf16 --channels-last
+
+Rows: the reference step (pytorch/examples dcgan/main.py: D on real, D on detached fake, one D
+step; G step through D with D's weight gradients computed and thrown away), our step on the
+same architecture ("dcgan"), then each requested variant; images/s, the ratio to the reference,
+GFLOP per step (counted by torch's FlopCounterMode) and the achieved fraction of a measured fp32
+matmul peak. Then `generate` for 1 and 64 images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gan.config import load_config  # noqa: E402
+from gan.data import FaceDataset  # noqa: E402
+from gan.training import Trainer  # noqa: E402
+
+
+class RefG(nn.Module):  # pytorch/examples dcgan Generator, nz=100, ngf=64
+    def __init__(self, nz=100, ngf=64):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 8), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf, 3, 4, 2, 1, bias=False), nn.Tanh())
+
+    def forward(self, z):
+        return self.main(z)
+
+
+class RefD(nn.Module):  # pytorch/examples dcgan Discriminator, ndf=64
+    def __init__(self, ndf=64):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(3, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 8), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid())
+
+    def forward(self, x):
+        return self.main(x).view(-1, 1).squeeze(1)
+
+
+def reference_step_fn(batch: int, data: torch.Tensor):
+    """One iteration of pytorch/examples dcgan/main.py's loop, as written there."""
+    netG, netD = RefG(), RefD()
+    crit = nn.BCELoss()
+    optD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    i = [0]
+
+    def step():
+        start = (i[0] * batch) % (len(data) - batch)
+        i[0] += 1
+        real = data[start:start + batch].float().div(127.5).sub(1)
+        netD.zero_grad()
+        label = torch.full((batch,), 1.0)
+        errD_real = crit(netD(real), label)
+        errD_real.backward()
+        noise = torch.randn(batch, 100, 1, 1)
+        fake = netG(noise)
+        label.fill_(0.0)
+        errD_fake = crit(netD(fake.detach()), label)
+        errD_fake.backward()
+        optD.step()
+        netG.zero_grad()
+        label.fill_(1.0)
+        errG = crit(netD(fake), label)
+        errG.backward()
+        optG.step()
+    return step
+
+
+def time_steps(step, steps: int, warmup: int = 2) -> float:
+    """Median seconds per step."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def flops_of(step) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as fc:
+        step()
+    return fc.get_total_flops()
+
+
+def matmul_peak(n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n ** 3 * reps / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--variants", default="dcgan,forcecore,forcecore+mbstd")
+    ap.add_argument("--bf16", action="store_true", help="also time our step with bf16 autocast")
+    ap.add_argument("--channels-last", action="store_true", help="also time channels_last")
+    ap.add_argument("--threads", type=int, default=None)
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (max(4 * a.batch, 256), 3, 64, 64), dtype=torch.uint8)
+    data = FaceDataset(images)
+    peak = matmul_peak()
+
+    rows = []
+    ref = reference_step_fn(a.batch, images)
+    ref_flops = flops_of(ref)
+    ref_s = time_steps(ref, a.steps)
+    rows.append(("reference (pytorch/examples)", ref_s, ref_flops))
+
+    def ours(variant: str, *extra: str):
+        cfg = load_config(None, [f"variant={variant}", f"train.batch_size={a.batch}",
+                                 "train.progress=false", "data.cache_dir=null", *extra])
+        tr = Trainer(cfg, data, run_dir=None)
+        return tr.train_step
+
+    configs = [(v, ()) for v in a.variants.split(",")]
+    if a.channels_last:
+        configs.append(("dcgan", ("train.channels_last=true",)))
+    if a.bf16:
+        configs.append(("dcgan", ("train.bf16=true",)))
+    for variant, extra in configs:
+        step = ours(variant, *extra, "optim.d_warmup_steps=0")
+        rows.append((f"ours: {variant} {' '.join(e.split('.')[-1] for e in extra)}".strip(),
+                     time_steps(step, a.steps), flops_of(step)))
+
+    print(f"\nbatch {a.batch}, {torch.get_num_threads()} threads, median of {a.steps} steps; "
+          f"fp32 matmul peak {peak / 1e9:.0f} GFLOP/s\n")
+    print(f"{'loop':<34} {'images/s':>9} {'vs ref':>7} {'GFLOP/step':>11} {'GFLOP/s':>8} "
+          f"{'% peak':>7}")
+    for name, sec, fl in rows:
+        print(f"{name:<34} {a.batch / sec:9.1f} {ref_s / sec:7.2f} {fl / 1e9:11.1f} "
+              f"{fl / sec / 1e9:8.1f} {100 * fl / sec / peak:6.0f}%")
+
+    from gan.sampling import generate_array
+    from gan.testing import make_tiny_checkpoint
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        ck = make_tiny_checkpoint(Path(tmp) / "g.pt", width=64)
+        generate_array(ck, [0])
+        print()
+        for n in (1, 64):
+            t = time.perf_counter()
+            generate_array(ck, list(range(n)))
+            dt = time.perf_counter() - t
+            print(f"generate {n:>2} image(s): {dt * 1000:8.1f} ms  ({n / dt:.0f} images/s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Checkpoints: one dict that rebuilds its own model, always loaded with weights_only=True.
+
+A training checkpoint holds G, G_ema, D and both optimizers; an exported one holds only G_ema
+(for publishing). Both carry the resolved config as plain types, the step, images seen, a
+format version and the code version. A checkpoint is untrusted input: a pickle could run code,
+so nothing but tensors and plain types is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import gan
+from gan.config import Config, ConfigError, resolve
+
+FORMAT = "waifu-gen"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the file."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    path: Path
+    kind: str  # "training" or "export"
+    cfg: Config
+    step: int
+    images_seen: int
+    state: dict[str, Any] = field(repr=False)
+    metrics: dict[str, Any] | None = None
+
+    @property
+    def variant(self) -> str:
+        return self.cfg.variant
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.cfg.to_plain()
+
+    def generator(self, ema: bool = True) -> nn.Module:
+        """The generator in eval mode, float32, on the CPU (EMA weights by default)."""
+        from gan.models import build_generator
+
+        key = "G_ema" if ema or "G" not in self.state else "G"
+        G = build_generator(self.cfg)
+        sd = {k: v.float() if v.is_floating_point() else v for k, v in self.state[key].items()}
+        try:
+            G.load_state_dict(sd)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise CheckpointError(f"{self.path}: its weights do not fit variant "
+                                  f"'{self.variant}' ({first})") from None
+        return G.eval().requires_grad_(False)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """Write next to the target and rename: a crash never leaves a half-written checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def checkpoint_dict(kind: str, cfg: Config, step: int, images_seen: int,
+                    **states: Any) -> dict[str, Any]:
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "code_version": gan.__version__,
+            "kind": kind, "config": cfg.to_plain(), "step": int(step),
+            "images_seen": int(images_seen), **states}
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Load and check a checkpoint file; any problem is a CheckpointError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        raw = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = "it holds objects other than tensors and plain data, refused unsafe load" \
+            if "Weights only load failed" in str(e) else "not a torch checkpoint"
+        raise CheckpointError(f"{path}: {reason}") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: "
+                              f"{type(e).__name__})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a waifu-gen checkpoint (a state dict or a file "
+                              "from another program?)")
+    if raw.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format version {raw['format_version']} is newer than "
+                              f"this code understands ({FORMAT_VERSION}); update waifu-gen")
+    kind = raw.get("kind")
+    needed = {"training": ("G", "G_ema", "D"), "export": ("G_ema",)}.get(kind)
+    if needed is None or any(not isinstance(raw.get(k), dict) for k in needed):
+        raise CheckpointError(f"{path}: incomplete checkpoint (kind {kind!r})")
+    try:
+        cfg = resolve(raw["config"])
+    except (ConfigError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{path}: its config is not valid here: {e}") from None
+    return LoadedCheckpoint(path=path, kind=kind, cfg=cfg, step=int(raw.get("step", 0)),
+                            images_seen=int(raw.get("images_seen", 0)), state=raw,
+                            metrics=raw.get("metrics"))
+
+
+def export_checkpoint(ck: LoadedCheckpoint, out: str | Path, fp16: bool = True) -> Path:
+    """Write the inference-only file (EMA generator) that the bot publishes."""
+    G = ck.generator(ema=True)
+    sd = {k: v.half() if fp16 and v.is_floating_point() else v
+          for k, v in G.state_dict().items()}
+    obj = checkpoint_dict("export", ck.cfg, ck.step, ck.images_seen, G_ema=sd)
+    if ck.metrics:
+        obj["metrics"] = ck.metrics
+    atomic_save(obj, Path(out))
+    return Path(out)

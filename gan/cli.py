@@ -1,0 +1,193 @@
+"""`python train.py ...`: train, resume, clean, sample, interpolate, export.
+
+    python train.py data.path=../shared/data/animefaces variant=forcecore
+    python train.py resume runs/00003-forcecore train.total_images=600000
+    python train.py clean ../shared/data/animefaces --move-to rejected/
+    python train.py sample checkpoints/default.pt --seeds 0-63 --out grid.png
+    python train.py interpolate checkpoints/default.pt 1 2 --out walk.gif
+    python train.py export runs/00003-forcecore/ckpt-004000.pt --out checkpoints/mine.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+COMMANDS = ("train", "resume", "clean", "sample", "interpolate", "export")
+
+
+class UsageError(ValueError):
+    pass
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-15' or '1,5,9' or '3' -> seeds."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            a, sep, b = part.strip().partition("-")
+            lo, hi = int(a), int(b) if sep else int(a)
+            if hi < lo:
+                raise ValueError
+            seeds.extend(range(lo, hi + 1))
+    except ValueError:
+        raise UsageError(f"--seeds '{text}': use a range like 0-15 or a list like 1,5,9") from None
+    if not seeds or min(seeds) < 0:
+        raise UsageError(f"--seeds '{text}': seeds are whole numbers >= 0")
+    return seeds
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a new run (the default command)")
+    t.add_argument("--config", type=Path, default=Path("config.yaml"),
+                   help="settings file (default: config.yaml)")
+    t.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="e.g. variant=dcgan train.batch_size=32")
+
+    r = sub.add_parser("resume", help="continue a run from its newest checkpoint")
+    r.add_argument("run", type=Path, help="a run folder or one of its ckpt-*.pt files")
+    r.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="only train.* settings may change, e.g. train.total_images=600000")
+
+    c = sub.add_parser("clean", help="report (and move aside) images not worth training on")
+    c.add_argument("folder", type=Path)
+    c.add_argument("--move-to", type=Path, help="move flagged files here, one folder per reason")
+    c.add_argument("--min-size", type=int, default=32)
+    c.add_argument("--near-dup-bits", type=int, default=4,
+                   help="pHash distance counted as a near-duplicate (default 4 of 64)")
+
+    s = sub.add_parser("sample", help="faces from a checkpoint: a grid or one PNG per seed")
+    s.add_argument("checkpoint", type=Path)
+    s.add_argument("--seeds", default="0-63", help="e.g. 0-15 or 1,5,9 (default 0-63)")
+    s.add_argument("--out", type=Path, default=Path("out/grid.png"),
+                   help="grid PNG, or a folder with --separate")
+    s.add_argument("--separate", action="store_true", help="one PNG per seed into --out")
+    s.add_argument("--scale", type=int, default=2, help="enlarge the grid (nearest), default 2")
+
+    i = sub.add_parser("interpolate", help="a GIF walking between two seeds' faces")
+    i.add_argument("checkpoint", type=Path)
+    i.add_argument("seed_a", type=int)
+    i.add_argument("seed_b", type=int)
+    i.add_argument("--frames", type=int, default=32)
+    i.add_argument("--out", type=Path, default=Path("out/interpolation.gif"))
+
+    e = sub.add_parser("export", help="write the small inference-only file the bot publishes")
+    e.add_argument("checkpoint", type=Path)
+    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--fp32", action="store_true", help="keep float32 (default: float16)")
+    return p
+
+
+def _cmd_train(a) -> int:
+    from gan.config import load_config
+    from gan.training import train
+
+    cfg = load_config(a.config if a.config.exists() or a.config != Path("config.yaml") else None,
+                      a.overrides)
+    run_dir, last = train(cfg)
+    print(f"run folder: {run_dir}\nlast checkpoint: {last}")
+    return 0
+
+
+def _cmd_resume(a) -> int:
+    from gan.checkpoint import load_checkpoint
+    from gan.config import _merge, parse_overrides, resolve
+    from gan.training import latest_checkpoint, train
+
+    path = a.run
+    if path.is_dir():
+        path = latest_checkpoint(path)
+        if path is None:
+            raise UsageError(f"{a.run}: no ckpt-*.pt checkpoint to resume from")
+    ck = load_checkpoint(path)
+    over = parse_overrides(a.overrides)
+    if set(over) - {"train"}:
+        raise UsageError("resume may only change train.* settings (the model must stay the same)")
+    cfg = resolve(_merge(ck.config, over))
+    run_dir, last = train(cfg, resume=path)
+    print(f"run folder: {run_dir}\nlast checkpoint: {last}")
+    return 0
+
+
+def _cmd_clean(a) -> int:
+    from gan.data import clean
+
+    report = clean(a.folder, a.move_to, min_size=a.min_size, near_dup_bits=a.near_dup_bits)
+    print("\n".join(report.lines()))
+    if a.move_to and report.flagged:
+        print(f"moved {report.flagged} file(s) to {a.move_to}/")
+    return 0
+
+
+def _cmd_sample(a) -> int:
+    from gan.sampling import generate_array, grid
+
+    seeds = parse_seeds(a.seeds)
+    images = generate_array(a.checkpoint, seeds)
+    if a.separate:
+        a.out.mkdir(parents=True, exist_ok=True)
+        from PIL import Image
+        for s, img in zip(seeds, images):
+            Image.fromarray(img).save(a.out / f"seed{s:05d}.png")
+        print(f"wrote {len(seeds)} images to {a.out}/")
+    else:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        grid(images, scale=a.scale).save(a.out)
+        print(f"wrote a grid of {len(seeds)} faces (seeds {a.seeds}) to {a.out}")
+    return 0
+
+
+def _cmd_interpolate(a) -> int:
+    from gan.sampling import interpolate
+
+    if a.frames < 2:
+        raise UsageError("--frames must be at least 2")
+    frames = interpolate(a.checkpoint, a.seed_a, a.seed_b, a.frames)
+    frames = [f.resize((128, 128)) for f in frames]
+    frames = frames + frames[::-1][1:-1]  # there and back, so the loop is smooth
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(a.out, save_all=True, append_images=frames[1:], duration=80, loop=0)
+    print(f"wrote {a.out} ({a.seed_a} -> {a.seed_b}, {a.frames} frames)")
+    return 0
+
+
+def _cmd_export(a) -> int:
+    from gan.checkpoint import export_checkpoint, load_checkpoint
+
+    out = export_checkpoint(load_checkpoint(a.checkpoint), a.out, fp16=not a.fp32)
+    print(f"exported {a.checkpoint} -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["train", *argv]  # `python train.py key=value ...` trains
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from gan.checkpoint import CheckpointError
+    from gan.config import ConfigError
+    from gan.data import DataError
+    from gan.training import TrainingDiverged
+
+    try:
+        return globals()[f"_cmd_{args.command}"](args)
+    except (ConfigError, DataError, CheckpointError, UsageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:
+        print(f"error: training diverged: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:  # settings that only fail once the run starts (device, batch)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

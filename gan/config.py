@@ -1,0 +1,219 @@
+"""The training configuration: one typed object, resolved once at the edge.
+
+Resolution order, last wins: the defaults below, the chosen variant's preset (for the keys the
+user left null), `config.yaml`, then `key=value` overrides. The resolved object is what a run
+writes to `config.json` and what a checkpoint carries.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration; its message is one readable line."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    path: Path | None = None  # folder of face images; required to train
+    flip: bool = True  # random horizontal flips
+    cache_dir: Path | None = Path(".cache/datasets")  # decoded uint8 arrays; null = no cache
+
+
+class ModelConfig(_Section):
+    generator: str | None = None  # registry name; null = the variant's
+    discriminator: str | None = None
+    latent: Literal["binary", "gaussian"] | None = None  # forcecore: +-1 with +-0.1 jitter
+    latent_dim: int = Field(100, ge=1)
+    g_width: int = Field(64, ge=4)
+    d_width: int = Field(64, ge=4)
+    mbstd_group: int | None = Field(None, ge=0)  # 0 = off
+    minibatch_disc: bool | None = None
+    d_options: dict[str, Any] = Field(default_factory=dict)  # extra keyword args for D
+    g_options: dict[str, Any] = Field(default_factory=dict)  # extra keyword args for G
+
+
+class LossConfig(_Section):
+    kind: Literal["soft-bce", "bce", "hinge", "margin"] | None = None
+    label_noise: float = Field(0.1, ge=0, lt=0.5)  # soft-bce: real U(1-n, 1], fake U[0, n)
+    hog_weight: float | None = Field(None, ge=0)  # HOG variants: consistency loss weight
+
+
+class OptimConfig(_Section):
+    lr_g: float | None = Field(None, gt=0)
+    lr_d: float | None = Field(None, gt=0)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    d_warmup_steps: int | None = Field(None, ge=0)  # forcecore trains D alone at first
+
+
+class TrainConfig(_Section):
+    batch_size: int = Field(64, ge=2)  # global, split across processes
+    total_images: int = Field(300_000, ge=1)  # training length in images seen
+    ema_half_life_images: float = Field(10_000, ge=0)  # 0 = no averaging
+    ema_rampup: float | None = Field(0.05, ge=0)  # half-life <= rampup * images seen
+    grid_every: int = Field(200, ge=1)  # steps between progress grids
+    checkpoint_every: int = Field(500, ge=1)  # steps between checkpoints
+    keep_checkpoints: int = Field(3, ge=1)
+    log_every: int = Field(10, ge=1)  # steps between stats.jsonl lines
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    bf16: bool = False  # autocast the forward passes to bfloat16
+    channels_last: bool = False
+    threads: int | None = Field(None, ge=1)  # CPU threads; null = torch's default
+    runs_dir: Path = Path("runs")
+    progress: bool = True  # a progress bar on stderr
+
+
+class Config(_Section):
+    name: str = Field("run", pattern=r"^[A-Za-z0-9_.+-]+$")
+    variant: str = "forcecore"
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _batch_fits_groups(self) -> "Config":
+        g = self.model.mbstd_group
+        if g and self.train.batch_size % g:
+            raise ValueError(f"train.batch_size ({self.train.batch_size}) must be a multiple "
+                             f"of model.mbstd_group ({g})")
+        return self
+
+    def to_plain(self) -> dict[str, Any]:
+        """JSON-safe plain types (what a checkpoint stores, so it loads with weights_only)."""
+        return json.loads(self.model_dump_json())
+
+
+# Each variant is a set of values for the keys a user leaves null. Variants compose with "+":
+# "capsule+hog+mbstd" applies capsule, then hog, then mbstd. Later parts win.
+PRESETS: dict[str, dict[str, Any]] = {
+    "forcecore": {
+        "model.generator": "forcecore", "model.discriminator": "forcecore",
+        "model.latent": "binary", "loss.kind": "soft-bce",
+        "optim.lr_g": 1e-4, "optim.lr_d": 2e-4, "optim.d_warmup_steps": 20,
+    },
+    "dcgan": {
+        "model.generator": "dcgan", "model.discriminator": "dcgan",
+        "model.latent": "gaussian", "loss.kind": "bce",
+        "optim.lr_g": 2e-4, "optim.lr_d": 2e-4, "optim.d_warmup_steps": 0,
+    },
+    "mbstd": {"model.mbstd_group": 4},
+    "minibatch-disc": {"model.minibatch_disc": True},
+}
+# What a key falls back to when neither the user nor any preset sets it.
+FALLBACKS: dict[str, Any] = {
+    "model.mbstd_group": 0, "model.minibatch_disc": False, "loss.hog_weight": 0.0,
+}
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = tree
+    for p in parents:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"'{key}': '{p}' is not a section")
+        node = child
+    node[leaf] = value
+
+
+def _get_dotted(tree: dict[str, Any], key: str) -> Any:
+    node: Any = tree
+    for p in key.split("."):
+        if not isinstance(node, dict) or p not in node:
+            return None
+        node = node[p]
+    return node
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`["train.batch_size=32", "variant=dcgan"]` -> a nested dict; values are YAML scalars."""
+    tree: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.lstrip("-").partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' is not key=value (e.g. train.batch_size=32)")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(tree, key, value)
+    return tree
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    return data
+
+
+def preset_values(variant: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    parts = [p.strip() for p in variant.split("+")]
+    for part in parts:
+        if part not in PRESETS:
+            raise ConfigError(f"unknown variant part '{part}' in '{variant}' "
+                              f"(known: {', '.join(sorted(PRESETS))})")
+        values.update(PRESETS[part])
+    if "model.generator" not in values:
+        raise ConfigError(f"variant '{variant}' names no base model; start it with one of "
+                          f"{', '.join(p for p in PRESETS if 'model.generator' in PRESETS[p])}")
+    return values
+
+
+def _format_validation(e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"unknown setting '{loc}'"
+    return f"bad value for '{loc}': {err['msg']}" if loc else err["msg"]
+
+
+def resolve(tree: dict[str, Any]) -> Config:
+    """Validate a nested dict and fill null keys from the variant preset and the fallbacks."""
+    try:
+        cfg = Config.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(e)) from None
+    plain = cfg.model_dump()
+    for key, value in {**FALLBACKS, **preset_values(cfg.variant)}.items():
+        if _get_dotted(plain, key) is None:
+            _set_dotted(plain, key, value)
+    try:
+        return Config.model_validate(plain)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(e)) from None
+
+
+def load_config(path: Path | None = None, overrides: list[str] | None = None) -> Config:
+    """config.yaml (its `train:`-side keys; a `bot:` section is ignored here) + overrides."""
+    tree = read_yaml(path) if path is not None else {}
+    tree.pop("bot", None)
+    return resolve(_merge(tree, parse_overrides(overrides or [])))

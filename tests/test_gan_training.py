@@ -1,0 +1,112 @@
+"""The one training loop: every variant trains, runs describe themselves, resume continues the
+same trajectory, and a NaN stops the run while keeping the last good checkpoint."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from gan.checkpoint import load_checkpoint
+from gan.config import PRESETS, load_config
+from gan.losses import Objective
+from gan.training import TrainingDiverged, train
+
+BASES = [p for p in PRESETS if "model.generator" in PRESETS[p]]
+VARIANTS = BASES + [f"{b}+mbstd" for b in BASES] + ["forcecore+minibatch-disc",
+                                                    "dcgan+mbstd+minibatch-disc"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_trains_a_few_steps(variant, tiny):
+    cfg = load_config(None, tiny + [f"variant={variant}", "optim.d_warmup_steps=1"])
+    run_dir, last = train(cfg)
+    rows = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert rows[-1]["images_seen"] == 32
+    assert all(math.isfinite(r["loss_d"]) and 0 <= r["d_real"] <= 1 for r in rows)
+    assert "loss_g" not in rows[0] and all("loss_g" in r for r in rows[1:])  # D-only warm-up
+    ck = load_checkpoint(last)
+    assert (ck.variant, ck.step, ck.kind) == (variant, 4, "training")
+    # G really learned something: its weights moved away from the initial ones.
+    torch.manual_seed(cfg.seed)
+    from gan.models import build_generator
+    init = build_generator(cfg).state_dict()
+    assert any(not torch.equal(init[k], v) for k, v in ck.state["G"].items()
+               if v.is_floating_point())
+
+
+def test_run_folder_describes_itself(tiny):
+    cfg = load_config(None, tiny + ["train.keep_checkpoints=1", "name=described"])
+    run_dir, last = train(cfg)
+    assert run_dir.name.endswith("-described")
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved == cfg.to_plain() and saved["model"]["generator"] == "forcecore"
+    assert [p.name for p in run_dir.glob("ckpt-*.pt")] == ["ckpt-000004.pt"]  # rotation
+    assert sorted(p.name for p in (run_dir / "grids").glob("grid-*.png")) == [
+        "grid-000000.png", "grid-000002.png", "grid-000004.png"]
+    from PIL import Image
+    with Image.open(run_dir / "progress.gif") as gif:
+        assert gif.n_frames == 3
+    assert (run_dir / "losses.png").stat().st_size > 1000
+    # A second run never reuses the folder.
+    run2, _ = train(cfg)
+    assert run2 != run_dir and run2.parent == run_dir.parent
+
+
+def test_resume_continues_the_same_trajectory(tiny):
+    straight_dir, straight = train(load_config(None, tiny + ["train.total_images=48",
+                                                             "train.checkpoint_every=3"]))
+    half_dir, half = train(load_config(None, tiny + ["train.total_images=24",
+                                                     "train.checkpoint_every=3"]))
+    assert load_checkpoint(half).step == 3
+    ck = load_checkpoint(half)
+    cfg = load_config(None, tiny + ["train.total_images=48", "train.checkpoint_every=3"])
+    assert ck.cfg.model == cfg.model
+    _, resumed = train(ck.cfg.model_copy(update={"train": cfg.train}), resume=half)
+    a, b = load_checkpoint(straight).state, load_checkpoint(resumed).state
+    assert b["step"] == 6
+    for part in ("G", "G_ema", "D"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after resume"
+    # The resumed run appended to the same stats file.
+    steps = [json.loads(x)["step"] for x in (half_dir / "stats.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny, monkeypatch):
+    calls = {"n": 0}
+    real_d_loss = Objective.d_loss
+
+    def poisoned(self, *a, **k):
+        calls["n"] += 1
+        loss = real_d_loss(self, *a, **k)
+        return loss * float("nan") if calls["n"] >= 3 else loss
+
+    monkeypatch.setattr(Objective, "d_loss", poisoned)
+    cfg = load_config(None, tiny)
+    with pytest.raises(TrainingDiverged, match=r"loss_d became nan by step 3.*ckpt-000002\.pt"):
+        train(cfg)
+    run_dir = next((cfg.train.runs_dir).iterdir())
+    assert [p.name for p in run_dir.glob("ckpt-*.pt")] == ["ckpt-000002.pt"]
+    good = load_checkpoint(run_dir / "ckpt-000002.pt").state["G"]
+    assert all(torch.isfinite(v).all() for v in good.values() if v.is_floating_point())
+
+
+def test_ema_follows_generator_with_stated_half_life(tiny):
+    from gan.training import EMA
+    ema_model, model = torch.nn.Linear(1, 1, bias=False), torch.nn.Linear(1, 1, bias=False)
+    ema_model.weight.data.fill_(0.0)
+    model.weight.data.fill_(1.0)
+    EMA(half_life=64, rampup=None).update(ema_model, model, batch=64, images_seen=64)
+    assert ema_model.weight.item() == pytest.approx(0.5)  # one half-life: half way
+    EMA(half_life=0, rampup=None).update(ema_model, model, batch=64, images_seen=128)
+    assert ema_model.weight.item() == 1.0
+
+
+def test_too_small_dataset_is_a_clear_error(tiny):
+    cfg = load_config(None, tiny + ["train.batch_size=64"])
+    with pytest.raises(ValueError, match="fewer than train.batch_size 64"):
+        train(cfg)
