@@ -2,7 +2,8 @@
 """Training speed: our loop against the pytorch/examples DCGAN loop, in one process.
 
     python bench/train_speed.py                 # CPU, batch 64, all rows
-    python bench/train_speed.py --steps 5 --variants dcgan,forcecore --bf16 --channels-last
+    python bench/train_speed.py --steps 5 --variants dcgan,capsule --bf16 --channels-last
+    python bench/train_speed.py --batch 8 --steps 1   # a quick check that every row runs
 
 Rows: the reference step (pytorch/examples dcgan/main.py: D on real, D on detached fake, one D
 step; G step through D with D's weight gradients computed and thrown away), our step on the
@@ -27,6 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gan.config import load_config  # noqa: E402
 from gan.data import FaceDataset  # noqa: E402
 from gan.training import Trainer  # noqa: E402
+
+
+# One row per variant: the two DCGAN baselines, then each experiment.
+VARIANTS = ["dcgan", "forcecore", "forcecore+mbstd", "capsule", "capsule-ensemble", "hog",
+            "capsule+hog+mbstd"]
 
 
 class RefG(nn.Module):  # pytorch/examples dcgan Generator, nz=100, ngf=64
@@ -120,7 +126,8 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--variants", default="dcgan,forcecore,forcecore+mbstd")
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help="comma-separated variants, one row each (default: all of issue 5's)")
     ap.add_argument("--bf16", action="store_true", help="also time our step with bf16 autocast")
     ap.add_argument("--channels-last", action="store_true", help="also time channels_last")
     ap.add_argument("--threads", type=int, default=None)

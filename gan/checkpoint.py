@@ -51,16 +51,28 @@ class LoadedCheckpoint:
         """The generator in eval mode, float32, on the CPU (EMA weights by default)."""
         from gan.models import build_generator
 
-        key = "G_ema" if ema or "G" not in self.state else "G"
-        G = build_generator(self.cfg)
-        sd = {k: v.float() if v.is_floating_point() else v for k, v in self.state[key].items()}
-        try:
-            G.load_state_dict(sd)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[0]
-            raise CheckpointError(f"{self.path}: its weights do not fit variant "
-                                  f"'{self.variant}' ({first})") from None
+        G = build_generator(self.cfg)  # float32: loading casts fp16 exports up
+        self.load_weights(G, "G_ema" if ema or "G" not in self.state else "G")
         return G.eval().requires_grad_(False)
+
+    def load_weights(self, module: nn.Module, key: str) -> None:
+        """Load the state dict `key` ("G", "G_ema", "D") into `module`, built from this
+        checkpoint's config. Weights of another variant (a config edited by hand, HOG weights
+        given to a plain G) are a CheckpointError naming the file, not a torch traceback."""
+        try:
+            module.load_state_dict(self.state[key])
+        except RuntimeError as e:
+            raise CheckpointError(f"{self.path}: its weights do not fit variant "
+                                  f"'{self.variant}' ({key}: {_mismatch(e)})") from None
+
+
+def _mismatch(e: RuntimeError, width: int = 100, most: int = 2) -> str:
+    """The gist of load_state_dict's error: the start of its first problem lines (missing,
+    unexpected, mis-shaped keys), without the "Error(s) in loading state_dict" header."""
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    problems = lines[1:] or lines or [type(e).__name__]
+    gist = "; ".join(x if len(x) <= width else x[:width - 3] + "..." for x in problems[:most])
+    return gist + (f"; {len(problems) - most} more" if len(problems) > most else "")
 
 
 def atomic_save(obj: Any, path: Path) -> None:

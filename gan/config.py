@@ -2,7 +2,9 @@
 
 Resolution order, last wins: the defaults below, the chosen variant's preset (for the keys the
 user left null), `config.yaml`, then `key=value` overrides. The resolved object is what a run
-writes to `config.json` and what a checkpoint carries.
+writes to `config.json` and what a checkpoint carries. `load_config`, the user's entry point,
+also builds the models on the meta device (no memory, no arithmetic), so a combination they
+reject is a ConfigError before anything runs.
 """
 
 from __future__ import annotations
@@ -38,7 +40,10 @@ class ModelConfig(_Section):
     d_width: int = Field(64, ge=4)
     mbstd_group: int | None = Field(None, ge=0)  # 0 = off
     minibatch_disc: bool | None = None
-    d_options: dict[str, Any] = Field(default_factory=dict)  # extra keyword args for D
+    hog: bool | None = None  # G also predicts its image's HOG; D judges (image, HOG) pairs
+    # Extra keyword args for D, e.g. capsule: routing_iters, primary_maps, primary_dim,
+    # out_dim; capsule-ensemble: those and k (members).
+    d_options: dict[str, Any] = Field(default_factory=dict)
     g_options: dict[str, Any] = Field(default_factory=dict)  # extra keyword args for G
 
 
@@ -96,25 +101,38 @@ class Config(_Section):
         return json.loads(self.model_dump_json())
 
 
+_FORCECORE_OPTIM = {"optim.lr_g": 1e-4, "optim.lr_d": 2e-4, "optim.d_warmup_steps": 20}
+_CAPSULE = {  # CapsuleGAN: forcecore's G against a capsule D, margin loss as the GAN loss
+    "model.generator": "forcecore", "model.discriminator": "capsule", "model.latent": "binary",
+    "loss.kind": "margin", **_FORCECORE_OPTIM,
+}
+
 # Each variant is a set of values for the keys a user leaves null. Variants compose with "+":
-# "capsule+hog+mbstd" applies capsule, then hog, then mbstd. Later parts win.
+# one base (it names model.generator) and any modifiers, e.g. "capsule+hog+mbstd". A variant of
+# modifiers only ("hog", "mbstd") starts from DEFAULT_BASE, so "hog" means "forcecore+hog".
 PRESETS: dict[str, dict[str, Any]] = {
     "forcecore": {
         "model.generator": "forcecore", "model.discriminator": "forcecore",
-        "model.latent": "binary", "loss.kind": "soft-bce",
-        "optim.lr_g": 1e-4, "optim.lr_d": 2e-4, "optim.d_warmup_steps": 20,
+        "model.latent": "binary", "loss.kind": "soft-bce", **_FORCECORE_OPTIM,
     },
     "dcgan": {
         "model.generator": "dcgan", "model.discriminator": "dcgan",
         "model.latent": "gaussian", "loss.kind": "bce",
         "optim.lr_g": 2e-4, "optim.lr_d": 2e-4, "optim.d_warmup_steps": 0,
     },
+    "capsule": _CAPSULE,
+    # K capsule Ds; a dotted key inside d_options fills only that option.
+    "capsule-ensemble": {**_CAPSULE, "model.discriminator": "capsule-ensemble",
+                         "model.d_options.k": 3},
     "mbstd": {"model.mbstd_group": 4},
     "minibatch-disc": {"model.minibatch_disc": True},
+    "hog": {"model.hog": True, "loss.hog_weight": 1.0},
 }
+DEFAULT_BASE = "forcecore"
 # What a key falls back to when neither the user nor any preset sets it.
 FALLBACKS: dict[str, Any] = {
-    "model.mbstd_group": 0, "model.minibatch_disc": False, "loss.hog_weight": 0.0,
+    "model.mbstd_group": 0, "model.minibatch_disc": False, "model.hog": False,
+    "loss.hog_weight": 0.0,
 }
 
 
@@ -174,17 +192,25 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _is_base(part: str) -> bool:
+    return "model.generator" in PRESETS[part]
+
+
 def preset_values(variant: str) -> dict[str, Any]:
-    values: dict[str, Any] = {}
+    """The preset values of a variant: its base's, then its modifiers' in order."""
     parts = [p.strip() for p in variant.split("+")]
     for part in parts:
         if part not in PRESETS:
             raise ConfigError(f"unknown variant part '{part}' in '{variant}' "
                               f"(known: {', '.join(sorted(PRESETS))})")
-        values.update(PRESETS[part])
-    if "model.generator" not in values:
-        raise ConfigError(f"variant '{variant}' names no base model; start it with one of "
-                          f"{', '.join(p for p in PRESETS if 'model.generator' in PRESETS[p])}")
+    bases = [p for p in parts if _is_base(p)]
+    if len(bases) > 1:
+        raise ConfigError(f"variant '{variant}' names {len(bases)} base models "
+                          f"({', '.join(bases)}); choose one")
+    values = dict(PRESETS[bases[0] if bases else DEFAULT_BASE])
+    for part in parts:
+        if not _is_base(part):
+            values.update(PRESETS[part])
     return values
 
 
@@ -216,4 +242,9 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
     """config.yaml (its `train:`-side keys; a `bot:` section is ignored here) + overrides."""
     tree = read_yaml(path) if path is not None else {}
     tree.pop("bot", None)
-    return resolve(_merge(tree, parse_overrides(overrides or [])))
+    cfg = resolve(_merge(tree, parse_overrides(overrides or [])))
+    # Only here, at the user's edge: the first meta-device build costs ~1.5 s of lazy torch
+    # imports, which loading a checkpoint (whose config was checked when it trained) need not pay.
+    from gan.models import check_buildable
+    check_buildable(cfg)
+    return cfg

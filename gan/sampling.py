@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -12,6 +12,11 @@ from PIL import Image
 
 from gan.checkpoint import LoadedCheckpoint, load_checkpoint
 from gan.latent import seed_latents
+
+
+def image_of(out: Any) -> torch.Tensor:
+    """A generator's output may carry extras after the image (the HOG variant's prediction)."""
+    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -43,7 +48,7 @@ def generate_array(ck: LoadedCheckpoint | str | Path, seeds: Sequence[int],
     out = []
     for i in range(0, len(seeds), batch):
         z = seed_latents(m.latent, m.latent_dim, list(seeds[i:i + batch]))
-        out.append(to_uint8(G(z)))
+        out.append(to_uint8(image_of(G(z))))
     return np.concatenate(out) if out else np.zeros((0, 64, 64, 3), np.uint8)
 
 
@@ -80,4 +85,4 @@ def interpolate(ck: LoadedCheckpoint | str | Path, seed_a: int, seed_b: int,
         z = (torch.sin((1 - t) * omega) * za + torch.sin(t * omega) * zb) / torch.sin(omega)
     else:
         z = (1 - t) * za + t * zb
-    return [Image.fromarray(a) for a in to_uint8(G(z))]
+    return [Image.fromarray(a) for a in to_uint8(image_of(G(z)))]

@@ -30,13 +30,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from gan.checkpoint import atomic_save, checkpoint_dict, load_checkpoint
+from gan.checkpoint import LoadedCheckpoint, atomic_save, checkpoint_dict, load_checkpoint
 from gan.config import Config
 from gan.data import FaceDataset
 from gan.latent import sample_latent, seed_latents
 from gan.losses import Objective
 from gan.models import build_discriminator, build_generator
-from gan.sampling import grid, to_uint8
+from gan.sampling import grid, image_of, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,6 @@ GRID_SEEDS = list(range(64))  # the fixed latent batch: the same faces `generate
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite."""
-
-
-def image_of(out: Any) -> torch.Tensor:
-    """A generator's output may carry extras (e.g. a predicted HOG) after the image."""
-    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def _detach(out: Any) -> Any:
@@ -130,7 +125,7 @@ class EMA:
 
 class Trainer:
     def __init__(self, cfg: Config, dataset: FaceDataset, run_dir: Path | None,
-                 resume: dict[str, Any] | None = None):
+                 resume: LoadedCheckpoint | None = None):
         self.cfg = cfg
         t = cfg.train
         self.device = pick_device(t.device)
@@ -168,13 +163,12 @@ class Trainer:
 
     # --- state ------------------------------------------------------------------------------
 
-    def _load_state(self, ck: dict[str, Any]) -> None:
-        self.G.load_state_dict(ck["G"])
-        self.G_ema.load_state_dict(ck["G_ema"])
-        self.D.load_state_dict(ck["D"])
-        self.opt_G.load_state_dict(ck["opt_G"])
-        self.opt_D.load_state_dict(ck["opt_D"])
-        self.step, self.images_seen = int(ck["step"]), int(ck["images_seen"])
+    def _load_state(self, ck: LoadedCheckpoint) -> None:
+        for key, module in (("G", self.G), ("G_ema", self.G_ema), ("D", self.D)):
+            ck.load_weights(module, key)
+        self.opt_G.load_state_dict(ck.state["opt_G"])
+        self.opt_D.load_state_dict(ck.state["opt_D"])
+        self.step, self.images_seen = ck.step, ck.images_seen
 
     def save_checkpoint(self) -> Path | None:
         if not self.dist.main:
@@ -378,12 +372,11 @@ def train(cfg: Config, resume: Path | None = None,
     if cfg.data.path is None and dataset is None:
         raise ValueError("data.path is not set: point it at a folder of face images "
                          "(e.g. data.path=../shared/data/animefaces)")
-    state = None
+    ck = None
     if resume is not None:
         ck = load_checkpoint(resume)
         if ck.kind != "training":
             raise ValueError(f"{resume}: an exported checkpoint has no optimizer state to resume")
-        state = ck.state
     main = int(os.environ.get("RANK", "0")) == 0
     if dataset is None:
         dataset = FaceDataset.load(cfg.data.path, cfg.data.cache_dir,
@@ -394,7 +387,7 @@ def train(cfg: Config, resume: Path | None = None,
         run_dir = prepare_run(cfg)
     else:
         run_dir = None
-    trainer = Trainer(cfg, dataset, run_dir, state)
+    trainer = Trainer(cfg, dataset, run_dir, ck)
     if trainer.dist.world > 1:
         # Only rank 0 names the run folder; the others learn it to find the grids' seeds etc.
         holder = [str(run_dir) if run_dir else None]

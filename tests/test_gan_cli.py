@@ -38,7 +38,7 @@ def assert_one_line_error(p: subprocess.CompletedProcess, pattern: str) -> None:
     (["train.batch_sise=4"], "unknown setting 'train.batch_sise'"),
     (["train.batch_size=many"], "bad value for 'train.batch_size'"),
     (["variant=gigagan"], "unknown variant part 'gigagan'"),
-    (["variant=mbstd"], "names no base model"),
+    (["variant=capsule+minibatch-disc"], "not available for capsule discriminators"),
     (["justaword"], "is not key=value"),
     ([], "data.path is not set"),
     (["data.path=/nonexistent/faces"], "image folder not found: /nonexistent/faces"),
