@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) train.py sample checkpoints/default.pt --seeds 0-63 --out out/grid.png
+	$(PY) -m bot run
 
 test: $(STAMP)
 	$(PY) -m pytest -q

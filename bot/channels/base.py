@@ -1,0 +1,145 @@
+"""The channel interface: `deliver(post) -> Receipt`, and the two kinds of delivery error.
+
+A channel gets everything it needs in an `Outgoing` (no database objects), so a channel is a
+plain class that can be tested alone. It must be safe to call twice with the same
+`idempotency_key`: after a crash between the remote call and the database commit, the bot
+delivers again, and the channel should make that a no-op (outbox: same file names; Mastodon:
+the Idempotency-Key header).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Callable, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ChannelSettings(BaseModel):
+    """Settings every channel has; a channel subclasses this for its own keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str  # filled from the channel's name in the config when not given
+    enabled: bool = True
+
+
+# How far a server's clock may lag ours, when a channel matches an earlier attempt's post by its
+# time (it must not be older than the post's row).
+CLOCK_SKEW = timedelta(minutes=2)
+
+
+def template_fields(post_number: int, seed: int, checkpoint: str, variant: str, step: int,
+                    images_seen: int, quality: str) -> dict[str, Any]:
+    """What caption and alt-text templates may use (bot.config checks templates with it)."""
+    return {"post_number": post_number, "seed": seed, "checkpoint": checkpoint,
+            "variant": variant, "step": step, "images_seen": images_seen,
+            "kimg": round(images_seen / 1000), "quality": quality}
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    post_id: int
+    idempotency_key: str
+    image_path: Path
+    caption: str
+    alt_text: str
+    seed: int
+    checkpoint: str  # the checkpoint file's name
+    variant: str
+    step: int
+    images_seen: int
+    created_at: datetime
+    quality: str = ""  # "FID 31.2", or empty
+    # 1 on the first try. Above 1 an earlier try may have posted before the process died, so a
+    # channel without an idempotency key looks for that post before posting again.
+    attempt: int = 1
+
+    def render(self, template: str) -> str:
+        """A channel's own caption template, filled like the bot-wide one."""
+        return template.format(**template_fields(
+            self.post_id, self.seed, self.checkpoint, self.variant, self.step,
+            self.images_seen, self.quality)).strip()
+
+    def png(self) -> bytes:
+        try:
+            return self.image_path.read_bytes()
+        except FileNotFoundError:
+            raise Permanent(f"image {self.image_path} is missing; "
+                            f"`regenerate {self.post_id}` re-creates it") from None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    remote_id: str
+    url: str | None = None
+
+
+class DeliveryError(Exception):
+    pass
+
+
+class Retryable(DeliveryError):
+    """Try again later: network trouble, a timeout, 5xx, or 429 (with the server's wait)."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds the server asked us to wait, if it said
+
+
+class Permanent(DeliveryError):
+    """Retrying cannot help (401/403/422, bad config): the delivery is marked failed."""
+
+
+T = TypeVar("T")
+
+
+def wait_for(ready: Callable[[], T | None], deadline_s: float, what: str,
+             first_wait_s: float = 0.5, max_wait_s: float = 5.0) -> T:
+    """Call `ready` until it returns something, waiting longer each time; Retryable when
+    `deadline_s` has passed (the next attempt starts over)."""
+    deadline = time.monotonic() + deadline_s
+    wait = first_wait_s
+    while (result := ready()) is None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Retryable(f"{what}: still not done after {deadline_s:g} s")
+        time.sleep(min(wait, left))
+        wait = min(wait * 2, max_wait_s)
+    return result
+
+
+def error_for_status(status: int, message: str,
+                     retry_after: float | None = None) -> DeliveryError:
+    """Classify an HTTP error response, for channels that talk HTTP."""
+    if status in (408, 429) or status >= 500:
+        return Retryable(f"HTTP {status}: {message}", retry_after)
+    return Permanent(f"HTTP {status}: {message}")
+
+
+class Channel(ABC):
+    """One place posts go. Subclasses set `Settings` and implement `deliver`."""
+
+    Settings: ClassVar[type[ChannelSettings]] = ChannelSettings
+
+    def __init__(self, name: str, settings: ChannelSettings, data_dir: Path):
+        self.name = name
+        self.settings = settings
+        self.data_dir = data_dir
+
+    def where(self) -> str:
+        """Where a person can see the posts (a URL), for log lines."""
+        return self.name
+
+    def check(self) -> str:
+        """Verify the settings and credentials without posting; say where posts would go.
+        Raises DeliveryError (or BotError) with what is wrong."""
+        return f"posts to {self.where()}"
+
+    @abstractmethod
+    def deliver(self, post: Outgoing) -> Receipt:
+        """Publish the post; raise Retryable or Permanent when it did not happen."""

@@ -1,0 +1,221 @@
+"""The Mastodon channel (Mastodon.py 2.x): upload the PNG with its alt text, wait until the
+server has processed it, then post the status under the delivery's idempotency key.
+
+The client is set up to fail fast and plainly:
+- `mastodon_version` pinned with `version_check_mode="created"`: the library never asks the
+  server for its version, so uploads always use POST /api/v2/media, and an unreachable server
+  is a MastodonNetworkError instead of the RecursionError of a failed version check
+  (halcy/Mastodon.py#450);
+- `ratelimit_method="throw"`: a 429 is ours to schedule (the delivery waits in the database),
+  where the default "wait" would sleep inside the daemon, for ever if need be;
+- `request_timeout`: a server that hangs costs one attempt, not the daemon.
+
+A repeated attempt (the last one timed out, or the process died before the database heard how
+it went) sends the same Idempotency-Key, so Mastodon answers with the status it already has
+instead of posting again. Mastodon remembers a key for one hour only: a repeat after that first
+looks for the status among the account's recent ones.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import time
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator, Literal
+from urllib.parse import urlsplit
+
+from mastodon import (Mastodon, MastodonAPIError, MastodonError, MastodonNetworkError,
+                      MastodonNotFoundError, MastodonRatelimitError, MastodonUnauthorizedError)
+from pydantic import Field, field_validator
+
+from bot.channels.base import (CLOCK_SKEW, Channel, ChannelSettings, Outgoing, Permanent,
+                               Receipt, Retryable, error_for_status, wait_for)
+from bot.config import SecretRef, Template
+
+log = logging.getLogger(__name__)
+
+# The oldest Mastodon with every endpoint used here (GET /api/v2/instance came in 4.0).
+API_VERSION = "4.0.0"
+# Mastodon keeps an Idempotency-Key for 3600 s from the status call, which comes after the post
+# row is made: within this much of the row's time the key alone is safe.
+KEY_LIFETIME = timedelta(minutes=55)
+# Mastodon's own limits, for servers whose instance information does not state them.
+DEFAULT_MAX_CHARACTERS, DEFAULT_DESCRIPTION_LIMIT = 500, 1500
+URL_LENGTH = 23  # Mastodon counts every link as 23 characters, whatever its length
+SCOPES = "write:media write:statuses read:accounts"
+
+
+class MastodonSettings(ChannelSettings):
+    instance_url: str
+    access_token: SecretRef = Field(
+        default_factory=lambda: SecretRef(env="MASTODON_ACCESS_TOKEN"))
+    visibility: Literal["public", "unlisted", "private", "direct"] = "unlisted"
+    sensitive: bool = False
+    spoiler_text: str = ""
+    language: str | None = Field("en", pattern=r"^[a-z]{2,3}$")
+    caption: Template | None = None
+    request_timeout_s: float = Field(30.0, gt=0)
+    processing_deadline_s: float = Field(60.0, gt=0)
+
+    @field_validator("instance_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("https", "http") or not parts.netloc:
+            raise ValueError(f"'{v}' is not a URL like https://mastodon.example")
+        return v.rstrip("/")
+
+
+_URL = re.compile(r"https?://\S+")
+_LINE_BREAK = re.compile(r"<br\s*/?>|</p>\s*<p[^>]*>", re.IGNORECASE)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def status_length(text: str, spoiler_text: str) -> int:
+    """The length Mastodon checks against max_characters: text and content warning together,
+    each link as 23. Mastodon counts grapheme clusters; code points are as many or more, so a
+    caption this passes is never too long."""
+    return len(_URL.sub("x" * URL_LENGTH, text)) + len(spoiler_text)
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def plain_text(content: str) -> str:
+    """A status's HTML content as the text that was posted (whitespace normalised)."""
+    return _words(html.unescape(_TAG.sub("", _LINE_BREAK.sub("\n", content))))
+
+
+def _reason(e: MastodonAPIError) -> str:
+    # Mastodon.py's args: ('Mastodon API returned error', status, reason, server message)
+    args = e.args
+    return str(args[3] if len(args) > 3 and args[3] else args[2] if len(args) > 2 else e)
+
+
+class MastodonChannel(Channel):
+    Settings = MastodonSettings
+    settings: MastodonSettings
+    POLL_FIRST_S = 0.5  # the first wait for media processing; it doubles up to 5 s
+
+    def __init__(self, name: str, settings: MastodonSettings, data_dir: Path):
+        super().__init__(name, settings, data_dir)
+        token = settings.access_token.read(f"channel {name}")
+        self.host = urlsplit(settings.instance_url).netloc
+        self.api = Mastodon(access_token=token.get_secret_value(),
+                            api_base_url=settings.instance_url, mastodon_version=API_VERSION,
+                            version_check_mode="created", ratelimit_method="throw",
+                            request_timeout=settings.request_timeout_s,
+                            user_agent="waifu-gen (Mastodon.py)")
+        self._limits: tuple[int, int] | None = None
+
+    def where(self) -> str:
+        return self.settings.instance_url
+
+    def check(self) -> str:
+        with self._errors():
+            me = self.api.account_verify_credentials()
+        return (f"posts as @{me.acct}@{self.host} ({me.display_name or me.username}), "
+                f"visibility {self.settings.visibility}")
+
+    def deliver(self, post: Outgoing) -> Receipt:
+        png = post.png()
+        caption = post.render(self.settings.caption) if self.settings.caption else post.caption
+        s = self.settings
+        with self._errors():
+            self._check_limits(caption, post.alt_text)
+            if (post.attempt > 1 and datetime.now(timezone.utc) - post.created_at > KEY_LIFETIME
+                    and (earlier := self._find_earlier(post, caption))):
+                log.info("post %d: already on %s as %s (posted by an earlier attempt)",
+                         post.post_id, self.host, earlier.url)
+                return earlier
+            media = self.api.media_post(png, mime_type="image/png", description=post.alt_text,
+                                        file_name=f"face-{post.post_id}.png")
+            if media.get("url") is None:  # 202: the server is still processing it
+                media = wait_for(lambda: self._processed(media.id), s.processing_deadline_s,
+                                 f"media processing on {self.host}", self.POLL_FIRST_S)
+            status = self.api.status_post(
+                caption, media_ids=[media.id], visibility=s.visibility, sensitive=s.sensitive,
+                spoiler_text=s.spoiler_text or None, language=s.language,
+                idempotency_key=post.idempotency_key)
+        return Receipt(remote_id=str(status.id), url=status.url)
+
+    def _processed(self, media_id: str):
+        media = self.api.media(media_id)  # 206 while processing, 200 with a URL when done
+        return media if media.get("url") else None
+
+    def _instance_limits(self) -> tuple[int, int]:
+        """(max_characters, description_limit), asked once per process."""
+        if self._limits is None:
+            try:
+                info = self.api.instance_v2()
+            except MastodonNotFoundError:  # before Mastodon 4.0, or other server software
+                info = self.api.instance_v1()
+            conf = info.get("configuration") or {}
+            self._limits = (
+                (conf.get("statuses") or {}).get("max_characters") or DEFAULT_MAX_CHARACTERS,
+                (conf.get("media_attachments") or {}).get("description_limit")
+                or DEFAULT_DESCRIPTION_LIMIT)
+        return self._limits
+
+    def _check_limits(self, caption: str, alt_text: str) -> None:
+        max_characters, description_limit = self._instance_limits()
+        length = status_length(caption, self.settings.spoiler_text)
+        if length > max_characters:
+            raise Permanent(f"the caption is {length} characters (content warning included); "
+                            f"{self.host} allows {max_characters}: shorten the caption template")
+        if len(alt_text) > description_limit:
+            raise Permanent(f"the alt text is {len(alt_text)} characters; {self.host} allows "
+                            f"{description_limit}: shorten the alt_text template")
+
+    def _find_earlier(self, post: Outgoing, caption: str) -> Receipt | None:
+        """The status an earlier attempt of this delivery posted, if any: ours, with media,
+        the same text, and not older than the post (so an identical caption from another
+        post never matches)."""
+        me = self.api.account_verify_credentials()
+        since = post.created_at - CLOCK_SKEW
+        want = _words(caption)
+        for status in self.api.account_statuses(me.id, only_media=True, exclude_reblogs=True,
+                                                limit=40):
+            if status.created_at < since:
+                break  # newest first: the rest are older still
+            if plain_text(status.content) == want:
+                return Receipt(remote_id=str(status.id), url=status.url)
+        return None
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Mastodon.py's exceptions as Retryable or Permanent, with what to do about them."""
+        try:
+            yield
+        except MastodonRatelimitError:
+            # Mastodon.py has parsed X-RateLimit-Reset (ISO or epoch) and corrected for the
+            # server's clock; a stale or missing value leaves the wait to the backoff.
+            reset = self.api.ratelimit_reset
+            wait = max(0.0, reset - time.time()) if reset else None
+            raise Retryable(f"{self.host}: rate limit reached"
+                            + (f"; it resets in {wait:.0f} s" if wait is not None else ""),
+                            wait) from None
+        except MastodonUnauthorizedError as e:
+            raise Permanent(
+                f"{self.host} refused the access token (HTTP 401: {_reason(e)}); check your "
+                f"access token ({self.settings.access_token.describe()}): it must be one "
+                f"created on {self.host} for an application with the scopes {SCOPES}") from None
+        except MastodonNetworkError as e:  # connection refused, DNS, timeouts
+            raise Retryable(f"no answer from {self.host}: {e}") from None
+        except MastodonAPIError as e:
+            status = e.args[1] if len(e.args) > 1 and isinstance(e.args[1], int) else None
+            if status is None:  # a 2xx that is not JSON: a proxy's error page, most likely
+                raise Retryable(f"{self.host} answered something unreadable: {e}") from None
+            reason = _reason(e)
+            if status == 403 and "scope" in reason:
+                reason += f"; the token needs the scopes {SCOPES}"
+            elif status == 404:
+                reason += f"; is {self.settings.instance_url} a Mastodon server?"
+            raise error_for_status(status, f"{reason} ({self.host})") from None
+        except MastodonError as e:  # a version or argument check inside Mastodon.py
+            raise Permanent(f"Mastodon.py refused the request: {e}") from None

@@ -1,0 +1,95 @@
+"""Publishing checkpoints to the bot, and loading a published one safely.
+
+A checkpoint is recorded with its sha256. Every later load checks the file still has that
+hash: a post is only reproducible (`regenerate`) if its checkpoint file is unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot import BotError, store
+from bot.config import Settings
+from bot.models import Checkpoint, utcnow
+
+if TYPE_CHECKING:
+    from gan.checkpoint import LoadedCheckpoint
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _load(path: Path) -> LoadedCheckpoint:
+    from gan.checkpoint import CheckpointError, load_checkpoint  # torch: only when needed
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as e:
+        raise BotError(str(e)) from None
+
+
+def render(ck: LoadedCheckpoint, seed: int) -> Image.Image:
+    """The 64x64 image for (checkpoint, seed): the same pixels every time, on any machine."""
+    from gan.sampling import generate
+    return generate(ck, [seed])[0]
+
+
+def load_published(row: Checkpoint) -> LoadedCheckpoint:
+    path = Path(row.path)
+    if not path.is_file():
+        raise BotError(f"checkpoint #{row.id} is missing: {path}")
+    if file_sha256(path) != row.sha256:
+        raise BotError(f"checkpoint #{row.id} ({path}) changed since it was published; "
+                       "publish it again to use it")
+    return _load(path)
+
+
+def publish(sessions: sessionmaker[Session], path: Path) -> Checkpoint:
+    """Validate a checkpoint (safe load, one image), record it, and make it the active one."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise BotError(f"checkpoint not found: {path}")
+    sha = file_sha256(path)
+    ck = _load(path)
+    render(ck, 0)  # a checkpoint that loads but cannot draw must not go live
+    with sessions.begin() as s:
+        row = store.checkpoint_by_sha(s, sha)
+        if row is None:
+            row = Checkpoint(sha256=sha)
+            s.add(row)
+        row.path = str(path)
+        row.variant = ck.variant
+        row.step = ck.step
+        row.images_seen = ck.images_seen
+        row.metrics = ck.metrics
+        row.published_at = utcnow()
+        store.activate(s, row)
+    log.info("published %s (%s, step %d, %d images seen) as checkpoint #%d, now active",
+             path.name, row.variant, row.step, row.images_seen, row.id)
+    return row
+
+
+def ensure_active(sessions: sessionmaker[Session], settings: Settings) -> Checkpoint:
+    """The active checkpoint; on first start, the shipped default gets published."""
+    with sessions() as s:
+        row = store.active_checkpoint(s)
+    if row is not None:
+        return row
+    default = settings.default_checkpoint
+    if not default.is_file():
+        raise BotError(f"no checkpoint is published and the default {default} is missing: "
+                       "publish one with `python -m bot publish PATH`")
+    log.info("no checkpoint published yet: publishing the default %s", default)
+    return publish(sessions, default)

@@ -1,0 +1,241 @@
+"""`python -m bot`: one subcommand per library function.
+
+Heavy modules (SQLAlchemy, APScheduler, torch) are imported inside the commands, so `--help`
+answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from bot import BotError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from bot.channels.base import Channel
+    from bot.config import Settings
+
+EXAMPLES = """examples:
+  python -m bot run                          the daemon: posts on the schedule in config.yaml
+  python -m bot post --dry-run               show what the next post would be, post nothing
+  python -m bot publish runs/x/export.pt     make a newly trained checkpoint the active one
+  python -m bot history -n 5                 the last five posts and where they went
+  python -m bot check                        test each enabled channel's credentials
+  python -m bot --set schedule.interval_minutes=1 run    override any bot.* setting
+"""
+
+
+def _sessions(settings: Settings) -> sessionmaker[Session]:
+    from bot.db import open_database
+    return open_database(settings.database_url)
+
+
+def _ready(settings: Settings) -> tuple[sessionmaker[Session], dict[str, Channel]]:
+    from bot.channels import build_channels
+    from bot.checkpoints import ensure_active
+    sessions = _sessions(settings)
+    ensure_active(sessions, settings)
+    return sessions, build_channels(settings.channels, settings.data_dir)
+
+
+def _table(headers: Sequence[str], rows: list[Sequence[object]]) -> str:
+    cells = [list(map(str, headers))] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
+def _when(dt: datetime | None) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if dt else "-"
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.scheduler import run_daemon
+    run_daemon(settings)
+    return 0
+
+
+def cmd_post(settings: Settings, args: argparse.Namespace) -> int:
+    from bot import posting, store
+    sessions, channels = _ready(settings)
+    if args.dry_run:
+        p = posting.dry_run(sessions, settings, list(channels))
+        print(f"dry run: nothing recorded, nothing delivered\n"
+              f"image:      {p.image_path}\nseed:       {p.seed}\n"
+              f"checkpoint: {p.checkpoint}\ncaption:    {p.caption}\n"
+              f"alt text:   {p.alt_text}\nwould go to: {', '.join(p.channels) or 'nowhere'}")
+        return 0
+    post_id = posting.post_once(sessions, settings, channels)
+    with sessions() as s:
+        deliveries = store.post(s, post_id).deliveries
+        for d in deliveries:
+            print(f"post {post_id} → {d.channel}: {d.state}"
+                  + (f" {d.remote_url or d.remote_id}" if d.remote_id else "")
+                  + (f" ({d.last_error})" if d.last_error else ""))
+    return 0 if all(d.state == "posted" for d in deliveries) else 1
+
+
+def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.checkpoints import publish
+    row = publish(_sessions(settings), args.path)
+    print(f"checkpoint #{row.id} {Path(row.path).name} ({row.variant}, step {row.step}) "
+          "is now active")
+    return 0
+
+
+def cmd_checkpoints(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from bot import store
+    with _sessions(settings)() as s:
+        rows = [("*" if c.active else "", c.id, Path(c.path).name, c.variant, c.step,
+                 c.images_seen, json.dumps(c.metrics, sort_keys=True) if c.metrics else "-",
+                 _when(c.published_at)) for c in store.checkpoints(s)]
+    print(_table(("active", "id", "file", "variant", "step", "images seen", "metrics",
+                  "published"), rows) if rows else "no checkpoints published yet")
+    return 0
+
+
+def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
+    from bot import store
+    with _sessions(settings)() as s:
+        rows = [(p.id, _when(p.created_at), Path(p.checkpoint.path).name, p.seed,
+                 " ".join(f"{d.channel}:{d.state}" for d in p.deliveries) or "-")
+                for p in store.recent_posts(s, args.n)]
+    print(_table(("post", "time", "checkpoint", "seed", "deliveries"), rows)
+          if rows else "no posts yet")
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from bot import locks, store
+    with _sessions(settings)() as s:
+        ck = store.active_checkpoint(s)
+        counts = store.delivery_counts(s)
+        err = store.last_error(s)
+        last = store.last_post_time(s)
+    daemon = locks.holder_info(locks.lock_path(settings, "daemon"))
+    due = daemon and daemon.get("next_post_at")
+    print("active checkpoint: " + (f"#{ck.id} {Path(ck.path).name} ({ck.variant}, step "
+                                   f"{ck.step}, {ck.images_seen} images seen)" if ck else
+                                   "none (the default is published on first run or post)"))
+    print("daemon: " + (f"running, pid {daemon.get('pid', '?')}, next post due "
+                        f"{_when(datetime.fromisoformat(due)) if due else 'unknown'}"
+                        if daemon is not None else "not running"))
+    print(f"last post: {_when(last)}")
+    print("deliveries: " + ", ".join(f"{counts.get(k, 0)} {k}"
+                                     for k in ("posted", "pending", "failed")))
+    if err is not None:
+        print(f"last error: post {err.post_id} → {err.channel} ({err.state}, "
+              f"{_when(err.updated_at)}): {err.last_error}")
+    return 0
+
+
+def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.channels import channel_class
+    from bot.channels.base import DeliveryError
+    from bot.secret import redact
+    enabled = {name: cs for name, cs in settings.channels.items() if cs.enabled}
+    if not enabled:
+        raise BotError("no channel is enabled: enable one under bot.channels")
+    failed = 0
+    for name, cs in enabled.items():  # every channel, so one run shows everything to fix
+        try:
+            print(f"{name}: {channel_class(cs.type)(name, cs, settings.data_dir).check()}")
+        except (BotError, DeliveryError) as e:
+            failed += 1
+            print(f"error: {name}: {redact(' '.join(str(e).split()))}", file=sys.stderr)
+    return 2 if failed else 0
+
+
+def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.posting import retry_failed
+    sessions, channels = _ready(settings)
+    print(f"{retry_failed(sessions, settings, channels)} failed deliveries tried again; "
+          "see `status` or `history`")
+    return 0
+
+
+def cmd_regenerate(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.posting import regenerate
+    out, same = regenerate(_sessions(settings), settings, args.post_id, args.out)
+    print(f"post {args.post_id}: {'identical' if same else 'DIFFERENT'} image written to {out}")
+    return 0 if same else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot", description="Post GAN faces on a schedule; every post recorded.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=None,
+                        help="YAML file with a bot: section (default: ./config.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a bot.* setting, e.g. schedule.post_at_start=false")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, summary: str, example: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=summary, description=summary,
+                           epilog=f"example: {example}")
+        p.set_defaults(func=func)
+        return p
+
+    add("run", cmd_run, "run the daemon: post on the schedule until SIGTERM or Ctrl-C",
+        "python -m bot run")
+    add("post", cmd_post, "post once now (after finishing any pending deliveries)",
+        "python -m bot post --dry-run").add_argument(
+        "--dry-run", action="store_true",
+        help="generate and show the post; record and send nothing")
+    add("publish", cmd_publish, "validate a checkpoint and make it the active one",
+        "python -m bot publish checkpoints/default.pt").add_argument("path", type=Path)
+    add("checkpoints", cmd_checkpoints, "list published checkpoints with their metrics",
+        "python -m bot checkpoints")
+    add("history", cmd_history, "recent posts and their deliveries",
+        "python -m bot history -n 50").add_argument(
+        "-n", type=int, default=20, help="how many posts (default 20)")
+    add("status", cmd_status,
+        "active checkpoint, daemon and next post, delivery counts, last error",
+        "python -m bot status")
+    add("check", cmd_check,
+        "verify each enabled channel's settings and credentials, posting nothing; "
+        "shows who the bot posts as", "python -m bot check")
+    add("retry", cmd_retry, "try failed deliveries again", "python -m bot retry")
+    p = add("regenerate", cmd_regenerate,
+            "re-create a post's image from its checkpoint and seed and compare hashes",
+            "python -m bot regenerate 12")
+    p.add_argument("post_id", type=int)
+    p.add_argument("--out", type=Path, default=None,
+                   help="where to write it (default: <data_dir>/regenerated/)")
+    return parser
+
+
+def setup_logging(verbose: bool) -> None:
+    from bot.secret import RedactingFilter
+    handler = logging.StreamHandler()
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                           "%Y-%m-%d %H:%M:%S"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler],
+                        force=True)
+    # Their INFO lines ("Added job", "Context impl") repeat what ours say in plainer words.
+    for noisy in ("apscheduler", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        from bot.config import load_settings
+        settings = load_settings(args.config, args.set)
+        return args.func(settings, args)
+    except BotError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

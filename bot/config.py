@@ -1,0 +1,257 @@
+"""The bot's settings: the `bot:` section of config.yaml, checked once before anything runs.
+
+Relative paths (and a relative SQLite file in `database_url`) resolve against the folder of the
+config file, so the bot finds the same files whatever the working directory; with no config
+file they resolve against the working directory. Secrets never live here: channels name an
+environment variable or a file and read it with `bot.secret.read_secret`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Sequence
+
+import yaml
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SecretStr, SerializeAsAny,
+                      ValidationError, ValidationInfo, field_validator, model_validator)
+
+from bot import BotError
+from bot.channels.base import ChannelSettings, template_fields
+from bot.secret import read_secret
+
+# The fields caption and alt-text templates may use, with sample values to check templates.
+TEMPLATE_FIELDS: dict[str, Any] = template_fields(
+    post_number=1, seed=0, checkpoint="default.pt", variant="dcgan", step=0, images_seen=0,
+    quality="FID 30.0")
+
+
+class ConfigError(BotError):
+    pass
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    return value if value.is_absolute() or base is None else base / value
+
+
+RelPath = Annotated[Path, AfterValidator(_resolve)]
+
+
+def _check_template(text: str) -> str:
+    try:
+        text.format(**TEMPLATE_FIELDS)
+    except KeyError as e:
+        raise ValueError(f"unknown field {{{e.args[0]}}} "
+                         f"(known: {', '.join(TEMPLATE_FIELDS)})") from None
+    except (ValueError, IndexError) as e:
+        raise ValueError(f"not a valid template: {e}") from None
+    return text
+
+
+Template = Annotated[str, AfterValidator(_check_template)]
+
+
+class SecretRef(BaseModel):
+    """Where a secret is: an environment variable, or a file (which wins when both are set).
+    The value itself never appears in the config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    env: str | None = None
+    file: RelPath | None = None
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> SecretRef:
+        if not self.env and self.file is None:
+            raise ValueError("name an environment variable (env:) or a file (file:)")
+        return self
+
+    def describe(self) -> str:
+        return f"the file {self.file}" if self.file is not None else f"${self.env}"
+
+    def read(self, what: str) -> SecretStr:
+        return read_secret(what, env=self.env, file=self.file)
+
+
+class Schedule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str | None = None
+    interval_minutes: float | None = Field(360.0, gt=0)
+    timezone: str = "UTC"
+    misfire_grace_s: int = Field(3600, ge=1)
+    post_at_start: bool = True
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone '{v}'") from None
+        return v
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        fields = v.split()
+        if len(fields) != 5:
+            raise ValueError(f"'{v}' needs 5 fields: minute hour day month weekday")
+        # APScheduler counts weekday 0 as Monday where cron means Sunday: names are unambiguous.
+        if re.search(r"\d", fields[4]):
+            raise ValueError(f"'{v}': write weekdays as names (mon-fri, sun), not numbers")
+        from apscheduler.triggers.cron import CronTrigger
+        try:
+            CronTrigger.from_crontab(v, timezone="UTC")
+        except ValueError as e:
+            raise ValueError(f"'{v}' is not a valid cron expression: {e}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Schedule:
+        if (self.cron is None) == (self.interval_minutes is None):
+            raise ValueError("set exactly one of cron and interval_minutes (the other to null)")
+        return self
+
+
+class Retry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(5, ge=1)
+    base_delay_s: float = Field(30.0, ge=0)
+    max_delay_s: float = Field(3600.0, ge=0)
+    poll_s: float = Field(60.0, gt=0)
+
+
+class Dedup(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_distance: int = Field(6, ge=0, le=64)
+    max_draws: int = Field(20, ge=1)
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    database_url: str = "sqlite:///data/bot/bot.db"
+    data_dir: RelPath = Path("data/bot")
+    default_checkpoint: RelPath = Path("checkpoints/default.pt")
+    caption: Template = (
+        "Face #{post_number} (seed {seed}), drawn by a {variant} GAN from {checkpoint} "
+        "after {kimg}k training images. {quality}")
+    alt_text: Template = (
+        "An AI-generated anime-style face, 64 by 64 pixels, from a GAN (seed {seed}).")
+    quality_metric: str = "fid"
+    schedule: Schedule = Schedule()
+    retry: Retry = Retry()
+    dedup: Dedup = Dedup()
+    # SerializeAsAny: dump each channel's own fields, not just the base class's.
+    channels: dict[str, SerializeAsAny[ChannelSettings]] = {"outbox": {}}
+
+    @field_validator("database_url")
+    @classmethod
+    def _resolve_sqlite_file(cls, v: str, info: ValidationInfo) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+        try:
+            url = make_url(v)
+        except ArgumentError:
+            raise ValueError(f"'{v}' is not a database URL") from None
+        base = (info.context or {}).get("base_dir")
+        db = url.database
+        if (url.get_backend_name() == "sqlite" and db and db != ":memory:"
+                and not db.startswith("file:") and not Path(db).is_absolute() and base):
+            url = url.set(database=str(base / db))
+        return url.render_as_string(hide_password=False)
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _channel_settings(cls, v: Any, info: ValidationInfo) -> dict[str, ChannelSettings]:
+        from bot.channels import channel_class
+        if not isinstance(v, dict):
+            raise ValueError("must be a mapping of channel name to its settings")
+        out = {}
+        for name, raw in v.items():
+            if not isinstance(raw, dict | None):
+                raise ValueError(f"{name}: must be a mapping of settings (or empty)")
+            raw = {"type": name, **(raw or {})}
+            try:
+                out[name] = channel_class(raw["type"]).Settings.model_validate(
+                    raw, context=info.context)
+            except ValidationError as e:
+                raise ValueError(_describe(e, f"{name}.")) from None
+        return out
+
+    @property
+    def db_file(self) -> Path | None:
+        """The SQLite file, or None for a server database."""
+        from sqlalchemy.engine import make_url
+        url = make_url(self.database_url)
+        db = url.database
+        if url.get_backend_name() == "sqlite" and db and db != ":memory:":
+            return Path(db)
+        return None
+
+
+def _describe(e: ValidationError, prefix: str) -> str:
+    """All of pydantic's complaints on one line, each with the key it is about."""
+    parts = []
+    for err in e.errors():
+        where = prefix + ".".join(str(x) for x in err["loc"])
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{where.rstrip('.')}: {msg.removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+def _apply_override(data: dict, item: str) -> None:
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override '{item}' must look like key.subkey=value")
+    *parents, leaf = key.split(".")
+    node = data
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{item}': {p} is not a section")
+    try:
+        node[leaf] = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"override '{item}': the value is not valid YAML") from None
+
+
+def load_settings(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Settings:
+    """Settings from the `bot:` section of a YAML file (./config.yaml when not given).
+
+    A missing default file means all defaults; a missing named file is an error. `overrides`
+    are `key.subkey=value` strings (values in YAML) applied on top of the file.
+    """
+    explicit = path is not None
+    path = Path(path if explicit else "config.yaml")
+    data: dict = {}
+    base = Path.cwd()
+    if path.is_file():
+        base = path.resolve().parent
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            problem = getattr(e, "problem", None) or "cannot parse"
+            raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+        if doc is not None and not isinstance(doc, dict):
+            raise ConfigError(f"{path}: expected a mapping with a 'bot:' section")
+        data = (doc or {}).get("bot") or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the 'bot:' section must be a mapping")
+    elif explicit:
+        raise ConfigError(f"{path}: no such config file")
+    for item in overrides:
+        _apply_override(data, item)
+    try:
+        return Settings.model_validate(data, context={"base_dir": base})
+    except ValidationError as e:
+        raise ConfigError(f"{path}: {_describe(e, 'bot.')}") from None

@@ -1,0 +1,109 @@
+"""The tables. Alembic migrations in migrations/ create them; a test checks the two agree."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (JSON, CheckConstraint, DateTime, ForeignKey, Index, MetaData, String,
+                        Text, UniqueConstraint, text)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+# Named constraints: SQLite's batch migrations can only alter constraints that have a name.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+PENDING, POSTED, FAILED = "pending", "posted", "failed"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in and out; SQLite would otherwise hand back naive ones."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware UTC time")
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Checkpoint(Base):
+    __tablename__ = "checkpoints"
+    __table_args__ = (
+        # At most one active checkpoint, enforced by the database itself.
+        Index("uq_checkpoints_one_active", "active", unique=True,
+              sqlite_where=text("active"), postgresql_where=text("active")),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    variant: Mapped[str] = mapped_column(String(64))
+    step: Mapped[int]
+    images_seen: Mapped[int]
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    active: Mapped[bool] = mapped_column(default=False)
+
+    posts: Mapped[list[Post]] = relationship(back_populates="checkpoint")
+
+
+class Post(Base):
+    __tablename__ = "posts"
+    __table_args__ = (UniqueConstraint("checkpoint_id", "seed"),)  # a seed is never reused
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id"))
+    seed: Mapped[int]
+    image_path: Mapped[str] = mapped_column(Text)  # relative to the data folder
+    image_sha256: Mapped[str] = mapped_column(String(64))
+    phash: Mapped[str] = mapped_column(String(16))  # 64-bit perceptual hash, hex
+    caption: Mapped[str] = mapped_column(Text)
+    alt_text: Mapped[str] = mapped_column(Text)
+
+    checkpoint: Mapped[Checkpoint] = relationship(back_populates="posts")
+    deliveries: Mapped[list[Delivery]] = relationship(back_populates="post",
+                                                      order_by="Delivery.id")
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("post_id", "channel"),
+        CheckConstraint(f"state IN ('{PENDING}', '{POSTED}', '{FAILED}')", name="state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    post_id: Mapped[int] = mapped_column(ForeignKey("posts.id"))
+    channel: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default=PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    remote_id: Mapped[str | None] = mapped_column(Text)
+    remote_url: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    post: Mapped[Post] = relationship(back_populates="deliveries")

@@ -1,0 +1,276 @@
+"""One post, crash-safe: the database is the state machine, not memory.
+
+Order of events for a post:
+1. draw a seed never posted with this checkpoint; render; re-draw if the image's perceptual
+   hash is close to an earlier post's;
+2. save the PNG under the data folder;
+3. commit the `posts` row and one `pending` delivery per enabled channel, in one transaction;
+4. deliver each; every outcome is committed before the next delivery starts.
+A crash anywhere leaves either nothing (before 3) or pending deliveries (after 3), which the
+next run or tick finishes first. A delivery's attempt is committed before its network call,
+so a crash mid-call still counts towards the retry limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import random
+import signal
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import imagehash
+from PIL import Image
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot import BotError, locks, store
+from bot.channels.base import Channel, DeliveryError, Outgoing, Permanent, template_fields
+from bot.checkpoints import load_published, render
+from bot.config import Dedup, Settings
+from bot.models import FAILED, POSTED, Checkpoint, Delivery, Post, utcnow
+from bot.secret import redact
+
+log = logging.getLogger(__name__)
+
+SEED_SPACE = 2**31  # fits the database's integer column everywhere
+
+
+def _crash_point(name: str) -> None:
+    # Fault injection for the crash-safety tests: die here the way `kill -9` would.
+    if os.environ.get("BOT_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+@dataclass
+class Draft:
+    checkpoint: Checkpoint
+    seed: int
+    png: bytes
+    phash: str
+
+
+def pick_seed(rng: random.Random, used: set[int]) -> int:
+    while (seed := rng.randrange(SEED_SPACE)) in used:
+        pass
+    return seed
+
+
+def draw(s: Session, dedup: Dedup, rng: random.Random) -> Draft:
+    """A fresh seed and its image, unlike any earlier post."""
+    row = store.active_checkpoint(s)
+    if row is None:
+        raise BotError("no active checkpoint: publish one with `python -m bot publish PATH`")
+    ck = load_published(row)
+    used = store.used_seeds(s, row.id)
+    earlier = [imagehash.hex_to_hash(h) for h in store.phashes(s)]
+    for _ in range(dedup.max_draws):
+        seed = pick_seed(rng, used)
+        used.add(seed)
+        image = render(ck, seed)
+        phash = imagehash.phash(image)
+        distance = min((phash - e for e in earlier), default=None)
+        if distance is not None and distance <= dedup.max_distance:
+            log.info("seed %d looks like an earlier post (hash distance %d); drawing again",
+                     seed, distance)
+            continue
+        return Draft(row, seed, png_bytes(image), str(phash))
+    raise BotError(f"no image unlike the earlier posts in {dedup.max_draws} draws; "
+                   "lower dedup.max_distance or publish another checkpoint")
+
+
+def _quality(ck: Checkpoint, quality_metric: str) -> str:
+    value = (ck.metrics or {}).get(quality_metric)
+    return f"{quality_metric.upper()} {value:.1f}" if isinstance(value, (int, float)) else ""
+
+
+def _texts(settings: Settings, draft: Draft, number: int) -> tuple[str, str]:
+    ck = draft.checkpoint
+    fields = template_fields(number, draft.seed, Path(ck.path).name, ck.variant, ck.step,
+                             ck.images_seen, _quality(ck, settings.quality_metric))
+    return (settings.caption.format(**fields).strip(),
+            settings.alt_text.format(**fields).strip())
+
+
+def _record(sessions: sessionmaker[Session], settings: Settings, channels: list[str],
+            rng: random.Random) -> int:
+    with sessions() as s:
+        draft = draw(s, settings.dedup, rng)
+        rel = Path("images") / f"{draft.checkpoint.sha256[:12]}-{draft.seed}.png"
+        _write_atomic(settings.data_dir / rel, draft.png)
+        now = utcnow()
+        post = Post(created_at=now, checkpoint=draft.checkpoint, seed=draft.seed,
+                    image_path=str(rel), image_sha256=hashlib.sha256(draft.png).hexdigest(),
+                    phash=draft.phash, caption="", alt_text="")
+        s.add(post)
+        s.flush()  # assigns the id: the post number in the caption
+        post.caption, post.alt_text = _texts(settings, draft, post.id)
+        for name in channels:
+            s.add(Delivery(post=post, channel=name, idempotency_key=uuid.uuid4().hex,
+                           updated_at=now))
+        s.commit()
+        log.info("post %d: seed %d from %s, to %s", post.id, post.seed,
+                 Path(draft.checkpoint.path).name, ", ".join(channels))
+        return post.id
+
+
+def _outgoing(d: Delivery, settings: Settings) -> Outgoing:
+    p, ck = d.post, d.post.checkpoint
+    return Outgoing(post_id=p.id, idempotency_key=d.idempotency_key,
+                    image_path=settings.data_dir / p.image_path, caption=p.caption,
+                    alt_text=p.alt_text, seed=p.seed, checkpoint=Path(ck.path).name,
+                    variant=ck.variant, step=ck.step, images_seen=ck.images_seen,
+                    created_at=p.created_at, quality=_quality(ck, settings.quality_metric),
+                    attempt=d.attempts)
+
+
+JITTER = 0.1
+
+
+def backoff(settings: Settings, attempts: int, retry_after: float | None) -> timedelta:
+    r = settings.retry
+    delay = min(r.max_delay_s, r.base_delay_s * 2 ** (attempts - 1))
+    # A server's own wait (429) wins even past max_delay_s: retrying earlier only fails again.
+    wait = max(delay, retry_after or 0)
+    # Up to 10% more at random, so deliveries that failed together (one outage, one rate-limit
+    # window) do not all come back in the same second.
+    return timedelta(seconds=wait * (1 + JITTER * random.random()))
+
+
+def _deliver_one(s: Session, settings: Settings, channel: Channel | None, d: Delivery,
+                 now: datetime) -> None:
+    if channel is None:
+        d.state, d.last_error = FAILED, f"channel '{d.channel}' is not enabled in the config"
+        log.error("post %d → %s: %s", d.post_id, d.channel, d.last_error)
+        return
+    d.attempts += 1
+    d.updated_at = now
+    s.commit()
+    try:
+        receipt = channel.deliver(_outgoing(d, settings))
+    except Exception as e:
+        reason = redact(str(e) or type(e).__name__)
+        if not isinstance(e, DeliveryError):
+            # Unclassified (a library's own exception, a bug): retried like a network error,
+            # within the same attempt limit, with the traceback in the log.
+            log.exception("post %d → %s: unexpected error", d.post_id, d.channel)
+        d.last_error = reason
+        if isinstance(e, Permanent):
+            d.state = FAILED
+            log.error("post %d → %s: failed for good: %s", d.post_id, d.channel, reason)
+        elif d.attempts >= settings.retry.max_attempts:
+            d.state = FAILED
+            log.error("post %d → %s: failed after %d attempts: %s", d.post_id, d.channel,
+                      d.attempts, reason)
+        else:
+            d.next_attempt_at = now + backoff(settings, d.attempts,
+                                              getattr(e, "retry_after", None))
+            log.warning("post %d → %s: %s; attempt %d of %d, next at %s", d.post_id, d.channel,
+                        reason, d.attempts, settings.retry.max_attempts,
+                        d.next_attempt_at.isoformat(timespec="seconds"))
+        return
+    d.state, d.remote_id, d.remote_url, d.last_error = POSTED, receipt.remote_id, receipt.url, None
+    log.info("posted post %d to %s: %s", d.post_id, d.channel, receipt.url or receipt.remote_id)
+
+
+def _deliver_due(sessions: sessionmaker[Session], settings: Settings,
+                 channels: dict[str, Channel]) -> int:
+    with sessions() as s:
+        due = store.due_deliveries(s, utcnow())
+        for d in due:
+            _deliver_one(s, settings, channels.get(d.channel), d, utcnow())
+            d.updated_at = utcnow()
+            s.commit()
+            _crash_point("after_delivery")
+    return len(due)
+
+
+def post_once(sessions: sessionmaker[Session], settings: Settings,
+              channels: dict[str, Channel], rng: random.Random | None = None) -> int:
+    """Finish what an earlier run left pending, then make one new post and deliver it."""
+    if not channels:
+        raise BotError("no channel is enabled: enable one under bot.channels")
+    with locks.hold(locks.lock_path(settings, "post")):
+        _deliver_due(sessions, settings, channels)
+        post_id = _record(sessions, settings, list(channels), rng or random.SystemRandom())
+        _crash_point("after_post_row")
+        _deliver_due(sessions, settings, channels)
+    return post_id
+
+
+def deliver_pending(sessions: sessionmaker[Session], settings: Settings,
+                    channels: dict[str, Channel]) -> int:
+    """Deliver every pending delivery whose backoff has run out; returns how many were tried."""
+    with locks.hold(locks.lock_path(settings, "post")):
+        return _deliver_due(sessions, settings, channels)
+
+
+def retry_failed(sessions: sessionmaker[Session], settings: Settings,
+                 channels: dict[str, Channel]) -> int:
+    """Failed deliveries get a fresh attempt budget and are tried now; returns how many."""
+    with locks.hold(locks.lock_path(settings, "post")):
+        with sessions.begin() as s:
+            n = store.reset_failed(s)
+        _deliver_due(sessions, settings, channels)
+    return n
+
+
+@dataclass
+class Preview:
+    image_path: Path
+    seed: int
+    checkpoint: str
+    caption: str
+    alt_text: str
+    channels: list[str]
+
+
+def dry_run(sessions: sessionmaker[Session], settings: Settings, channels: list[str],
+            rng: random.Random | None = None) -> Preview:
+    """What `post_once` would post now, without recording or delivering anything."""
+    with sessions() as s:
+        draft = draw(s, settings.dedup, rng or random.SystemRandom())
+        number = (store.last_post_id(s) or 0) + 1
+    path = settings.data_dir / "dry-run" / f"{draft.checkpoint.sha256[:12]}-{draft.seed}.png"
+    _write_atomic(path, draft.png)
+    caption, alt_text = _texts(settings, draft, number)
+    return Preview(path, draft.seed, Path(draft.checkpoint.path).name, caption, alt_text,
+                   channels)
+
+
+def regenerate(sessions: sessionmaker[Session], settings: Settings, post_id: int,
+               out: Path | None = None) -> tuple[Path, bool]:
+    """Re-create a post's image from its checkpoint and seed; True if it is bit for bit equal.
+
+    When the original file is gone and the new one matches, it is put back too.
+    """
+    with sessions() as s:
+        post = store.post(s, post_id)
+        if post is None:
+            raise BotError(f"no post {post_id}")
+        ck = load_published(post.checkpoint)
+        png = png_bytes(render(ck, post.seed))
+    out = out or settings.data_dir / "regenerated" / f"post-{post_id:06d}.png"
+    _write_atomic(out, png)
+    same = hashlib.sha256(png).hexdigest() == post.image_sha256
+    original = settings.data_dir / post.image_path
+    if same and not original.exists():
+        _write_atomic(original, png)
+    return out, same

@@ -1,0 +1,177 @@
+"""The daemon: an APScheduler 3.11 BlockingScheduler that calls the plain functions in
+bot.posting. All posting state lives in the database, so the scheduler keeps its jobs in
+memory; a slot missed while the daemon was down is found from the last post's time instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from contextlib import ExitStack, contextmanager
+from datetime import datetime, timedelta
+from typing import Callable, Iterator
+from zoneinfo import ZoneInfo
+
+from apscheduler.events import (EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED,
+                                EVENT_SCHEDULER_STARTED, JobEvent, SchedulerEvent)
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from apscheduler.util import undefined
+
+from bot import BotError, locks, store
+from bot.channels import build_channels
+from bot.checkpoints import ensure_active
+from bot.config import Schedule, Settings
+from bot.db import open_database
+from bot.models import utcnow
+from bot.posting import deliver_pending, post_once
+
+log = logging.getLogger(__name__)
+
+POST_JOB, DELIVER_JOB = "post", "deliver"
+
+
+def make_trigger(schedule: Schedule) -> BaseTrigger:
+    tz = ZoneInfo(schedule.timezone)
+    if schedule.cron is not None:
+        return CronTrigger.from_crontab(schedule.cron, timezone=tz)
+    return IntervalTrigger(minutes=schedule.interval_minutes, timezone=tz)
+
+
+def first_run_time(schedule: Schedule, trigger: BaseTrigger, last_post_at: datetime | None,
+                   now: datetime) -> datetime | None:
+    """When the first post is due: now when posting at start, else the first slot after the
+    last post, which may lie in the past (missed while down); APScheduler then runs it once if
+    it is within misfire_grace_s. None: no post yet, the trigger alone decides."""
+    if schedule.post_at_start:
+        return now
+    if last_post_at is None:
+        return None
+    if schedule.cron is not None:
+        return trigger.get_next_fire_time(None, last_post_at)
+    return last_post_at + timedelta(minutes=schedule.interval_minutes)
+
+
+def build_scheduler(settings: Settings, trigger: BaseTrigger, post_job: Callable[[], None],
+                    deliver_job: Callable[[], None],
+                    first_run: datetime | None) -> BlockingScheduler:
+    schedule = settings.schedule
+    sched = BlockingScheduler(
+        timezone=ZoneInfo(schedule.timezone),
+        # coalesce: ten missed slots make one post, not ten. The grace (APScheduler's default
+        # is 1 s) decides how late a slot may still run, e.g. after a suspend.
+        job_defaults={"coalesce": True, "max_instances": 1,
+                      "misfire_grace_time": schedule.misfire_grace_s})
+    sched.add_job(post_job, trigger, id=POST_JOB, name="post",
+                  replace_existing=True, next_run_time=first_run or undefined)
+    sched.add_job(deliver_job, IntervalTrigger(seconds=settings.retry.poll_s), id=DELIVER_JOB,
+                  name="deliver pending", replace_existing=True)
+    return sched
+
+
+def _due_text(when: datetime | None) -> str:
+    if when is None:
+        return "not scheduled"
+    wait = max(timedelta(0), when - utcnow())
+    return f"{when.isoformat(sep=' ', timespec='seconds')} (in {str(wait).split('.')[0]})"
+
+
+@contextmanager
+def _daemon_lock(settings: Settings) -> Iterator[int]:
+    path = locks.lock_path(settings, "daemon")
+    with ExitStack() as stack:
+        try:
+            fd = stack.enter_context(locks.hold(path, wait=False))
+        except locks.Locked:
+            pid = (locks.holder_info(path) or {}).get("pid", "unknown")
+            raise BotError(f"another daemon is already running on this database "
+                           f"(pid {pid}, lock {path})") from None
+        yield fd
+
+
+def _stop_on_signals(sched: BlockingScheduler) -> list[threading.Thread]:
+    """SIGTERM and SIGINT: pause, then shut down once the running post is done."""
+    stopping: list[threading.Thread] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        if stopping:
+            return
+        log.info("%s: finishing any post in progress, then stopping",
+                 signal.Signals(signum).name)
+        # pause first: shutdown alone can still hand a due job to the closed executor.
+        # In a thread, because a signal handler interrupts the main thread wherever it is,
+        # possibly inside the scheduler holding a lock that shutdown needs.
+        stopper = threading.Thread(target=lambda: (sched.pause(), sched.shutdown(wait=True)),
+                                   name="stop")
+        stopping.append(stopper)
+        stopper.start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return stopping
+
+
+def run_daemon(settings: Settings) -> None:
+    """Post on the schedule until SIGTERM or SIGINT. One daemon per database."""
+    with _daemon_lock(settings) as fd:
+        sessions = open_database(settings.database_url)
+        ensure_active(sessions, settings)
+        channels = build_channels(settings.channels, settings.data_dir)
+        if not channels:
+            raise BotError("no channel is enabled: enable one under bot.channels")
+
+        def post_job() -> None:
+            try:
+                post_once(sessions, settings, channels)
+            except BotError as e:
+                log.error("no post this time: %s", e)
+
+        def deliver_job() -> None:
+            deliver_pending(sessions, settings, channels)
+
+        # Reconcile first: deliveries an earlier run left pending (it crashed or was killed
+        # mid-delivery) are finished now rather than at the first tick, which with
+        # post_at_start off is poll_s away. Each channel makes the repeat safe (Mastodon's
+        # idempotency key, a look-up of recent posts).
+        if tried := deliver_pending(sessions, settings, channels):
+            log.info("tried %d deliveries an earlier run left pending", tried)
+
+        with sessions() as s:
+            last = store.last_post_time(s)
+        schedule = settings.schedule
+        trigger = make_trigger(schedule)
+        first = first_run_time(schedule, trigger, last, utcnow())
+        sched = build_scheduler(settings, trigger, post_job, deliver_job, first)
+        started = utcnow().isoformat(timespec="seconds")
+
+        def report_next(when: datetime | None) -> None:
+            log.info("next post due at %s", _due_text(when))
+            locks.write_info(fd, {"pid": os.getpid(), "started_at": started,
+                                  "next_post_at": when.isoformat() if when else None})
+
+        def on_start(_event: SchedulerEvent) -> None:
+            report_next(sched.get_job(POST_JOB).next_run_time)
+
+        def on_job(event: JobEvent) -> None:
+            if event.job_id != POST_JOB:
+                return
+            if event.code == EVENT_JOB_MISSED:
+                log.warning("the post due at %s was missed by more than %d s; skipped",
+                            event.scheduled_run_time, schedule.misfire_grace_s)
+            # Computed the way APScheduler does, not read from the scheduler: this runs in a
+            # worker thread, and asking the scheduler deadlocks while shutdown() waits for it.
+            report_next(trigger.get_next_fire_time(event.scheduled_run_time, utcnow()))
+
+        sched.add_listener(on_start, EVENT_SCHEDULER_STARTED)
+        sched.add_listener(on_job, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+        stopping = _stop_on_signals(sched)
+        log.info("daemon %d started; posts go to %s", os.getpid(),
+                 "; ".join(f"{name}: {ch.where()}" for name, ch in channels.items()))
+        sched.start()
+        for stopper in stopping:
+            stopper.join()
+        log.info("daemon stopped")

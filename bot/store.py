@@ -1,0 +1,81 @@
+"""Queries. Callers own the session and decide when to commit."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from bot.models import FAILED, PENDING, Checkpoint, Delivery, Post, utcnow
+
+
+def active_checkpoint(s: Session) -> Checkpoint | None:
+    return s.scalar(select(Checkpoint).where(Checkpoint.active))
+
+
+def checkpoint_by_sha(s: Session, sha256: str) -> Checkpoint | None:
+    return s.scalar(select(Checkpoint).where(Checkpoint.sha256 == sha256))
+
+
+def checkpoints(s: Session) -> list[Checkpoint]:
+    return list(s.scalars(select(Checkpoint).order_by(Checkpoint.id)))
+
+
+def activate(s: Session, ck: Checkpoint) -> None:
+    # Clear first: the unique index allows one active row at any moment.
+    s.execute(update(Checkpoint).where(Checkpoint.id != ck.id).values(active=False))
+    s.flush()
+    ck.active = True
+
+
+def used_seeds(s: Session, checkpoint_id: int) -> set[int]:
+    return set(s.scalars(select(Post.seed).where(Post.checkpoint_id == checkpoint_id)))
+
+
+def phashes(s: Session) -> list[str]:
+    return list(s.scalars(select(Post.phash)))
+
+
+def post(s: Session, post_id: int) -> Post | None:
+    return s.get(Post, post_id)
+
+
+def recent_posts(s: Session, limit: int) -> list[Post]:
+    return list(s.scalars(select(Post).options(selectinload(Post.deliveries),
+                                               selectinload(Post.checkpoint))
+                          .order_by(Post.id.desc()).limit(limit)))
+
+
+def last_post_id(s: Session) -> int | None:
+    return s.scalar(select(func.max(Post.id)))
+
+
+def last_post_time(s: Session) -> datetime | None:
+    return s.scalar(select(func.max(Post.created_at)))
+
+
+def due_deliveries(s: Session, now: datetime) -> list[Delivery]:
+    """Pending deliveries whose backoff has run out, oldest first."""
+    return list(s.scalars(
+        select(Delivery).options(selectinload(Delivery.post).selectinload(Post.checkpoint))
+        .where(Delivery.state == PENDING)
+        .where((Delivery.next_attempt_at.is_(None)) | (Delivery.next_attempt_at <= now))
+        .order_by(Delivery.id)))
+
+
+def delivery_counts(s: Session) -> dict[str, int]:
+    return dict(s.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all())
+
+
+def last_error(s: Session) -> Delivery | None:
+    return s.scalar(select(Delivery).where(Delivery.last_error.is_not(None))
+                    .order_by(Delivery.updated_at.desc()).limit(1))
+
+
+def reset_failed(s: Session) -> int:
+    """Failed deliveries back to pending with a fresh attempt budget; returns how many."""
+    result = s.execute(update(Delivery).where(Delivery.state == FAILED)
+                       .values(state=PENDING, attempts=0, next_attempt_at=None,
+                               updated_at=utcnow()))
+    return result.rowcount

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_resolve_against_the_config_folder(tmp_path: Path, monkeypatch):
+    cfg = tmp_path / "conf" / "config.yaml"
+    cfg.parent.mkdir()
+    cfg.write_text("other_section: {x: 1}\nbot:\n  data_dir: d\n")
+    monkeypatch.chdir(tmp_path)  # a different working directory must not matter
+    s = load_settings(cfg)
+    assert s.data_dir == tmp_path / "conf" / "d"
+    assert s.default_checkpoint == tmp_path / "conf" / "checkpoints" / "default.pt"
+    assert s.db_file == tmp_path / "conf" / "data" / "bot" / "bot.db"
+    assert s.schedule.interval_minutes == 360 and s.schedule.cron is None
+    assert s.schedule.misfire_grace_s == 3600
+    assert list(s.channels) == ["outbox"]
+
+
+def test_no_default_file_means_defaults_in_cwd(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_settings().data_dir == tmp_path / "data" / "bot"
+
+
+def test_server_database_url_is_kept(tmp_path: Path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("bot:\n  database_url: postgresql+psycopg://bot@db.example/bot\n")
+    s = load_settings(cfg)
+    assert s.database_url == "postgresql+psycopg://bot@db.example/bot"
+    assert s.db_file is None
+
+
+def test_overrides_apply_on_top(tmp_path: Path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("bot:\n  schedule: {interval_minutes: 5}\n")
+    s = load_settings(cfg, ["schedule.interval_minutes=null", "schedule.cron=0 9 * * mon-fri",
+                            "channels.mirror={type: outbox, folder: m}"])
+    assert s.schedule.cron == "0 9 * * mon-fri" and s.schedule.interval_minutes is None
+    assert s.channels["mirror"].type == "outbox"
+    assert s.channels["mirror"].folder == tmp_path / "m"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("bot: [unclosed", "invalid YAML at line 1"),
+    ("bot:\n  colour: blue\n", "bot.colour: unknown key"),
+    ("bot:\n  schedule: {every: 5}\n", "bot.schedule.every: unknown key"),
+    ("bot:\n  schedule: {cron: '61 * * * *', interval_minutes: null}\n",
+     "bot.schedule.cron: '61 * * * *' is not a valid cron expression"),
+    ("bot:\n  schedule: {cron: '0 9 * * 1', interval_minutes: null}\n",
+     "write weekdays as names"),
+    ("bot:\n  schedule: {cron: '0 9 * * mon'}\n", "set exactly one of cron and interval_minutes"),
+    ("bot:\n  schedule: {timezone: Mars/Olympus}\n", "unknown time zone 'Mars/Olympus'"),
+    ("bot:\n  caption: 'seed {sed}'\n", "bot.caption: unknown field {sed}"),
+    ("bot:\n  channels: {fax: {}}\n", "unknown channel type 'fax'"),
+    ("bot:\n  channels: {outbox: {folder: x, colour: red}}\n",
+     "bot.channels: outbox.colour: unknown key"),
+    ("bot:\n  channels: {outbox: yes}\n", "bot.channels: outbox: must be a mapping"),
+    ("- just a list\n", "expected a mapping"),
+])
+def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, expected: str):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg)
+    message = str(e.value)
+    assert expected in message
+    assert message.startswith(str(cfg))
+    assert "\n" not in message
+
+
+def test_missing_named_file_is_an_error(tmp_path: Path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_settings(tmp_path / "nope.yaml")
+
+
+def test_bad_override_is_an_error(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="must look like"):
+        load_settings(None, ["schedule"])
+
+
+def _keys(tree: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for key, value in tree.items():
+        out.add(prefix + key)
+        if isinstance(value, dict):
+            out |= _keys(value, f"{prefix}{key}.")
+    return out
+
+
+def test_config_yaml_lists_every_setting_with_its_default(monkeypatch, tmp_path: Path):
+    import yaml
+
+    from bot.config import Settings
+    config = REPO / "config.yaml"
+    section = (yaml.safe_load(config.read_text()) or {}).get("bot") if config.is_file() else None
+    if section is None:
+        pytest.skip(f"{config} has no bot: section yet")
+    monkeypatch.chdir(tmp_path)
+    defaults = Settings.model_validate({}, context={"base_dir": config.parent})
+    assert load_settings(config).model_dump() == defaults.model_dump()
+    # Every key written out (a channel's `type` may be left to its name).
+    documented = {k for k in _keys(defaults.model_dump(mode="json")) if not k.endswith(".type")}
+    assert documented - _keys(section) == set()
