@@ -68,8 +68,11 @@ def build_scheduler(settings: Settings, trigger: BaseTrigger, post_job: Callable
                       "misfire_grace_time": schedule.misfire_grace_s})
     sched.add_job(post_job, trigger, id=POST_JOB, name="post",
                   replace_existing=True, next_run_time=first_run or undefined)
+    # Also at once on start: deliveries an earlier run left pending (it crashed or was killed
+    # mid-delivery) are reconciled now, not poll_s later. Each channel makes the repeat safe
+    # (Mastodon's idempotency key, a look-up of recent posts).
     sched.add_job(deliver_job, IntervalTrigger(seconds=settings.retry.poll_s), id=DELIVER_JOB,
-                  name="deliver pending", replace_existing=True)
+                  name="deliver pending", replace_existing=True, next_run_time=utcnow())
     return sched
 
 
@@ -132,13 +135,6 @@ def run_daemon(settings: Settings) -> None:
 
         def deliver_job() -> None:
             deliver_pending(sessions, settings, channels)
-
-        # Reconcile first: deliveries an earlier run left pending (it crashed or was killed
-        # mid-delivery) are finished now rather than at the first tick, which with
-        # post_at_start off is poll_s away. Each channel makes the repeat safe (Mastodon's
-        # idempotency key, a look-up of recent posts).
-        if tried := deliver_pending(sessions, settings, channels):
-            log.info("tried %d deliveries an earlier run left pending", tried)
 
         with sessions() as s:
             last = store.last_post_time(s)

@@ -4,7 +4,7 @@ A channel gets everything it needs in an `Outgoing` (no database objects), so a 
 plain class that can be tested alone. It must be safe to call twice with the same
 `idempotency_key`: after a crash between the remote call and the database commit, the bot
 delivers again, and the channel should make that a no-op (outbox: same file names; Mastodon:
-the Idempotency-Key header).
+the Idempotency-Key header; X: a look-up when X refuses the text as a duplicate).
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ class Outgoing:
     images_seen: int
     created_at: datetime
     quality: str = ""  # "FID 31.2", or empty
-    # 1 on the first try. Above 1 an earlier try may have posted before the process died, so a
-    # channel without an idempotency key looks for that post before posting again.
+    # 1 on the first try. Above 1, an earlier try may have posted and then died or lost the
+    # answer: a channel whose server cannot dedupe for it looks for that post first.
     attempt: int = 1
 
     def render(self, template: str) -> str:
@@ -99,9 +99,9 @@ T = TypeVar("T")
 
 
 def wait_for(ready: Callable[[], T | None], deadline_s: float, what: str,
-             first_wait_s: float = 0.5, max_wait_s: float = 5.0) -> T:
-    """Call `ready` until it returns something, waiting longer each time; Retryable when
-    `deadline_s` has passed (the next attempt starts over)."""
+             first_wait_s: float) -> T:
+    """Call `ready` until it returns something, waiting twice as long each time (at most 5 s);
+    Retryable when `deadline_s` has passed (the next attempt starts over)."""
     deadline = time.monotonic() + deadline_s
     wait = first_wait_s
     while (result := ready()) is None:
@@ -109,7 +109,7 @@ def wait_for(ready: Callable[[], T | None], deadline_s: float, what: str,
         if left <= 0:
             raise Retryable(f"{what}: still not done after {deadline_s:g} s")
         time.sleep(min(wait, left))
-        wait = min(wait * 2, max_wait_s)
+        wait = min(wait * 2, 5.0)
     return result
 
 

@@ -119,6 +119,17 @@ class MastodonChannel(Channel):
     def check(self) -> str:
         with self._errors():
             me = self.api.account_verify_credentials()
+            # Mastodon 4.3 and later list the application's scopes; older ones list none.
+            try:
+                granted = set(self.api.app_verify_credentials().get("scopes") or [])
+            except MastodonNotFoundError:  # other server software may not have the endpoint
+                granted = set()
+        # "write" grants every write:... scope, "read" every read:... one.
+        missing = [scope for scope in SCOPES.split()
+                   if granted and not {scope, scope.partition(":")[0]} & granted]
+        if missing:
+            raise Permanent(f"the access token's application lacks the scopes "
+                            f"{' '.join(missing)}: create a token with {SCOPES}")
         return (f"posts as @{me.acct}@{self.host} ({me.display_name or me.username}), "
                 f"visibility {self.settings.visibility}")
 
@@ -144,7 +155,7 @@ class MastodonChannel(Channel):
                 idempotency_key=post.idempotency_key)
         return Receipt(remote_id=str(status.id), url=status.url)
 
-    def _processed(self, media_id: str):
+    def _processed(self, media_id: str) -> dict | None:
         media = self.api.media(media_id)  # 206 while processing, 200 with a URL when done
         return media if media.get("url") else None
 

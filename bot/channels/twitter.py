@@ -58,7 +58,8 @@ class TwitterSettings(ChannelSettings):
     processing_deadline_s: float = Field(60.0, gt=0)
 
 
-_LINK = re.compile(r"[ \t]*(?:https?://|www\.)\S+", re.IGNORECASE)
+_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+_LINK = re.compile(r"[ \t]*" + _URL.pattern, re.IGNORECASE)  # with the space before it
 # twitter-text's weights: code points in these ranges count 1, all others (CJK, emoji) 2.
 _LIGHT = ((0, 4351), (8192, 8205), (8208, 8223), (8242, 8247))
 
@@ -70,7 +71,7 @@ def strip_links(text: str) -> str:
 def tweet_length(text: str) -> int:
     """The length X checks against 280. Emoji sequences count once per code point here, so
     this errs long, never short."""
-    text = _LINK.sub(" " + "x" * URL_LENGTH, text)
+    text = _URL.sub("x" * URL_LENGTH, text)
     return sum(1 if any(lo <= ord(c) <= hi for lo, hi in _LIGHT) else 2 for c in text)
 
 
@@ -139,14 +140,14 @@ class TwitterChannel(Channel):
             me = self.client.get_me().data
         return f"posts as @{me.username} ({me.name}) on X"
 
-    def caption(self, post: Outgoing) -> str:
+    def _caption(self, post: Outgoing) -> str:
         s = self.settings
         caption = post.render(s.caption) if s.caption else post.caption
         return strip_links(caption) if s.strip_links else caption
 
     def deliver(self, post: Outgoing) -> Receipt:
         png = post.png()
-        caption = self.caption(post)
+        caption = self._caption(post)
         if (length := tweet_length(caption)) > MAX_TWEET_LENGTH:
             raise Permanent(f"the caption is {length} characters as X counts them (links 23, "
                             f"CJK and emoji 2); X allows {MAX_TWEET_LENGTH}: shorten the "
@@ -163,14 +164,17 @@ class TwitterChannel(Channel):
             except tweepy.Forbidden as e:
                 if not any("duplicate" in str(m).lower() for m in e.api_messages):
                     raise
-                if post.attempt > 1 and (earlier := self._find_earlier(post, caption)):
+                refused = f"X refused the text as a duplicate of a recent tweet ({_message(e)})"
+                if post.attempt == 1:
+                    raise Permanent(f"{refused}: keep {{post_number}} or {{seed}} in the "
+                                    "caption template so that every post's text differs"
+                                    ) from None
+                if earlier := self._find_earlier(post, caption):
                     log.info("post %d: already on X as %s (posted by an earlier attempt)",
                              post.post_id, earlier.url)
                     return earlier
-                raise Permanent(
-                    f"X refused the text as a duplicate of a recent tweet ({_message(e)}): "
-                    "keep {post_number} or {seed} in the caption template so that every "
-                    "post's text differs") from None
+                raise Permanent(f"{refused}, and no tweet of this post is among the account's "
+                                "latest: check the account") from None
         tweet_id = str(tweet.data["id"])
         return Receipt(remote_id=tweet_id, url=f"https://x.com/i/web/status/{tweet_id}")
 

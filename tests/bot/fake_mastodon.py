@@ -16,7 +16,7 @@ import json
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -107,6 +107,8 @@ class FakeMastodon:
         self.description_limit = description_limit  # None: the instance does not say
         self.processing_polls = processing_polls
         self.instance_v2 = instance_v2
+        # The token's application's scopes; None: no such endpoint (not Mastodon)
+        self.scopes: list[str] | None = ["write:media", "write:statuses", "read:accounts"]
         self.image_size_limit = 16 * 1024 * 1024
         self.media: dict[str, Media] = {}
         self.statuses: list[dict] = []
@@ -237,6 +239,8 @@ class FakeMastodon:
             return self._post_status(r)
         if m == "GET" and p == "/api/v1/accounts/verify_credentials":
             return 200, ACCOUNT
+        if m == "GET" and p == "/api/v1/apps/verify_credentials" and self.scopes is not None:
+            return 200, {"name": "waifu-gen", "website": None, "scopes": self.scopes}
         if m == "GET" and p == f"/api/v1/accounts/{ACCOUNT['id']}/statuses":
             limit = int(r.query.get("limit", ["20"])[0])
             return 200, list(reversed(self.statuses))[:limit]
@@ -331,7 +335,8 @@ class FakeMastodon:
             "url": f"{self.url}/@{ACCOUNT['username']}/{status_id}",
             "uri": f"{self.url}/users/{ACCOUNT['username']}/statuses/{status_id}",
             "content": "".join(f"<p>{p.replace(chr(10), '<br />')}</p>" for p in paragraphs),
-            "visibility": visibility, "sensitive": f.get("sensitive", "0").lower() in ("1", "true"),
+            "visibility": visibility,
+            "sensitive": f.get("sensitive", "0").lower() in ("1", "true"),
             "spoiler_text": spoiler, "language": f.get("language"),
             "media_attachments": [self._media_json(m) for m in attached],
             "account": ACCOUNT, "reblog": None, "mentions": [], "tags": [], "emojis": [],

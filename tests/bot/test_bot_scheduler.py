@@ -12,7 +12,8 @@ from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, EVENT_SCHED
 
 from bot.config import Schedule, load_settings
 from bot.models import utcnow
-from bot.scheduler import POST_JOB, build_scheduler, first_run_time, make_trigger
+from bot.scheduler import (DELIVER_JOB, POST_JOB, build_scheduler, first_run_time,
+                           make_trigger)
 
 SUNDAY_NOON = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 
@@ -70,6 +71,7 @@ def test_jobs_are_configured_for_catch_up(write_config):
     post = jobs[POST_JOB]
     assert post.coalesce is True and post.max_instances == 1
     assert post.misfire_grace_time == 1234
+    assert jobs[DELIVER_JOB].next_run_time <= utcnow()  # reconciles at once on start
 
 
 def test_missed_slots_coalesce_into_one_post(write_config):
@@ -78,7 +80,7 @@ def test_missed_slots_coalesce_into_one_post(write_config):
     # last a minute ago. Without coalesce all four would run.
     sched, runs = _scheduler(write_config, 5 * 3600, now - timedelta(hours=3, minutes=1))
     done = threading.Event()
-    sched.add_listener(lambda e: done.set(), EVENT_JOB_EXECUTED)
+    sched.add_listener(lambda e: e.job_id == POST_JOB and done.set(), EVENT_JOB_EXECUTED)
     with running(sched):
         assert done.wait(10)
         time.sleep(0.2)  # room for a wrong second run

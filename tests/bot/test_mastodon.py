@@ -202,7 +202,8 @@ def test_rejected_text_fails_with_the_servers_message(setup, server):
 @pytest.mark.parametrize("instance, bot, expected", [
     ({"max_characters": 50}, {}, "the caption is {n} characters (content warning included); "
                                  "{host} allows 50: shorten the caption template"),
-    ({"description_limit": 20}, {}, "the alt text is {a} characters; {host} allows 20: shorten the alt_text template"),
+    ({"description_limit": 20}, {},
+     "the alt text is {a} characters; {host} allows 20: shorten the alt_text template"),
     # No /api/v2/instance and no limits stated: Mastodon's defaults (1500 for alt text).
     ({"instance_v2": False, "description_limit": None}, {"alt_text": "x" * 1500 + " {seed}"},
      "the alt text is {a} characters; {host} allows 1500: shorten the alt_text template"),
@@ -334,6 +335,24 @@ def test_check_shows_who_the_bot_posts_as(write_config, server, capsys, restore_
     assert server.statuses == [] and not server.seen("POST", "/api/v2/media")
 
 
+@pytest.mark.parametrize("scopes, missing", [
+    # broad scopes; a server that does not list them; one without the endpoint
+    (["read", "write"], None), ([], None), (None, None),
+    (["read"], "write:media write:statuses"), (["write:statuses", "read"], "write:media")])
+def test_check_names_missing_scopes(write_config, server, capsys, restore_logging, scopes,
+                                    missing):
+    server.scopes = scopes
+    cfg = write_config(channels={"mastodon": {"instance_url": server.url}})
+    rc = main(["--config", str(cfg), "check"])
+    err = capsys.readouterr().err
+    if missing is None:
+        assert rc == 0 and err == ""
+    else:
+        assert rc == 2 and err == (f"error: mastodon: the access token's application lacks the "
+                                   f"scopes {missing}: create a token with write:media "
+                                   "write:statuses read:accounts\n")
+
+
 def test_check_reports_each_broken_channel_on_one_line(write_config, server, capsys,
                                                        monkeypatch, restore_logging):
     monkeypatch.setenv("MASTODON_ACCESS_TOKEN", "revoked-token")
@@ -350,21 +369,21 @@ def test_check_reports_each_broken_channel_on_one_line(write_config, server, cap
     assert len(errors) == 2 and "revoked-token" not in captured.err + captured.out
 
 
-def test_the_daemon_posts_to_mastodon_on_schedule(setup, server):
+def run_daemon_until(settings, done) -> None:
+    """The real daemon, in this process, stopped by SIGTERM (what systemd sends) once `done()`
+    is true or 30 s have passed."""
     from bot.scheduler import run_daemon
-    settings, _, _ = setup(bot={"schedule": {"interval_minutes": 0.005,  # 0.3 s
-                                             "post_at_start": True}})
     finished = threading.Event()
 
-    def stop_after_two_posts():
+    def stop_when_done():
         deadline = time.monotonic() + 30
-        while len(server.statuses) < 2 and time.monotonic() < deadline:
+        while not done() and time.monotonic() < deadline:
             time.sleep(0.05)
         if not finished.is_set():
-            os.kill(os.getpid(), signal.SIGTERM)  # what systemd sends
+            os.kill(os.getpid(), signal.SIGTERM)
 
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    stopper = threading.Thread(target=stop_after_two_posts)
+    stopper = threading.Thread(target=stop_when_done)
     stopper.start()
     try:
         run_daemon(settings)  # returns once SIGTERM has stopped it
@@ -373,8 +392,30 @@ def test_the_daemon_posts_to_mastodon_on_schedule(setup, server):
         stopper.join()
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def _states(settings) -> set[str]:
+    with open_database(settings.database_url)() as s:
+        return {d.state for p in store.recent_posts(s, 10) for d in p.deliveries}
+
+
+def test_the_daemon_posts_to_mastodon_on_schedule(setup, server):
+    settings, _, _ = setup(bot={"schedule": {"interval_minutes": 0.005,  # 0.3 s
+                                             "post_at_start": True}})
+    run_daemon_until(settings, lambda: len(server.statuses) >= 2)
     assert len(server.statuses) >= 2
-    sessions = open_database(settings.database_url)
-    with sessions() as s:
-        states = {d.state for p in store.recent_posts(s, 10) for d in p.deliveries}
-    assert states == {"posted"}
+    assert _states(settings) == {"posted"}
+
+
+def test_the_daemon_first_finishes_what_a_crash_left(setup, server, monkeypatch):
+    settings, sessions, channels = setup(bot={"schedule": {"interval_minutes": 600,
+                                                           "post_at_start": False}})
+    monkeypatch.setattr(channels["mastodon"].api, "status_post", crash)
+    with pytest.raises(Crash):
+        posting.post_once(sessions, settings, channels)
+    assert _states(settings) == {"pending"}
+
+    # No post is due for hours, and the deliver tick is a minute away: only the start-up
+    # reconciliation can deliver it in time.
+    run_daemon_until(settings, lambda: len(server.statuses) >= 1)
+    assert len(server.statuses) == 1 and _states(settings) == {"posted"}
