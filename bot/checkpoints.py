@@ -64,6 +64,10 @@ def publish(sessions: sessionmaker[Session], path: Path) -> Checkpoint:
     sha = file_sha256(path)
     ck = _load(path)
     render(ck, 0)  # a checkpoint that loads but cannot draw must not go live
+    from gan.metrics import read_metrics
+    # `python train.py evaluate` leaves metrics.json beside the file it measured; an exported
+    # checkpoint may carry them inside.
+    metrics = read_metrics(path, sha, warn=ck.metrics is None) or ck.metrics
     with sessions.begin() as s:
         row = store.checkpoint_by_sha(s, sha)
         if row is None:
@@ -73,11 +77,12 @@ def publish(sessions: sessionmaker[Session], path: Path) -> Checkpoint:
         row.variant = ck.variant
         row.step = ck.step
         row.images_seen = ck.images_seen
-        row.metrics = ck.metrics
+        row.metrics = metrics
         row.published_at = utcnow()
         store.activate(s, row)
-    log.info("published %s (%s, step %d, %d images seen) as checkpoint #%d, now active",
-             path.name, row.variant, row.step, row.images_seen, row.id)
+    log.info("published %s (%s, step %d, %d images seen%s) as checkpoint #%d, now active",
+             path.name, row.variant, row.step, row.images_seen,
+             ", with metrics" if metrics else ", no metrics", row.id)
     return row
 
 

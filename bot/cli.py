@@ -88,13 +88,28 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_checkpoints(settings: Settings, args: argparse.Namespace) -> int:
-    import json
+# metrics.json bookkeeping (counts, settings) left out of the `checkpoints` table.
+_NOT_SHOWN = {"samples", "reference_images", "feature_dim", "kid_subsets", "kid_subset_size",
+              "pr_k", "pr_images", "seconds"}
 
+
+def _metrics_text(metrics: dict | None) -> str:
+    """The headline numbers: 'fhd=4.87 kid_mean=0.00931 precision=0.62 recall=0.31 nn_min=0.47'."""
+    if not metrics:
+        return "-"
+    parts = [f"{k}={v:.3g}" for k, v in metrics.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in _NOT_SHOWN]
+    nn = metrics.get("nn_distance")
+    if isinstance(nn, dict) and isinstance(nn.get("min"), (int, float)):
+        parts.append(f"nn_min={nn['min']:.3g}")
+    return " ".join(parts) or "-"
+
+
+def cmd_checkpoints(settings: Settings, args: argparse.Namespace) -> int:
     from bot import store
     with _sessions(settings)() as s:
         rows = [("*" if c.active else "", c.id, Path(c.path).name, c.variant, c.step,
-                 c.images_seen, json.dumps(c.metrics, sort_keys=True) if c.metrics else "-",
+                 c.images_seen, _metrics_text(c.metrics),
                  _when(c.published_at)) for c in store.checkpoints(s)]
     print(_table(("active", "id", "file", "variant", "step", "images seen", "metrics",
                   "published"), rows) if rows else "no checkpoints published yet")
@@ -128,6 +143,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
                         f"{_when(datetime.fromisoformat(due)) if due else 'unknown'}"
                         if daemon is not None else "not running"))
     print(f"last post: {_when(last)}")
+    guard = settings.memorisation
+    print("memorisation guard: " + (f"on ({guard.index}, min distance {guard.min_distance})"
+                                     if guard.index is not None else
+                                     "off (bot.memorisation.index is null)"))
     print("deliveries: " + ", ".join(f"{counts.get(k, 0)} {k}"
                                      for k in ("posted", "pending", "failed")))
     if err is not None:

@@ -23,7 +23,7 @@ from bot.secret import read_secret
 # The fields caption and alt-text templates may use, with sample values to check templates.
 TEMPLATE_FIELDS: dict[str, Any] = template_fields(
     post_number=1, seed=0, checkpoint="default.pt", variant="dcgan", step=0, images_seen=0,
-    quality="FID 30.0")
+    quality="FHD 9.54")
 
 
 class ConfigError(BotError):
@@ -134,6 +134,20 @@ class Dedup(BaseModel):
     max_draws: int = Field(20, ge=1)
 
 
+class Memorisation(BaseModel):
+    """The guard against posting a near-copy of a training face (docs/metrics.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Index of the training faces (`python train.py index FACES --out PATH`); null: guard off.
+    index: RelPath | None = None
+    # An image nearer than this to a training face (gray16 distance: 0 = a copy, ~0.5 and up =
+    # another face) is drawn again. 0.35: a training face fed as a sample is at ~0.01; pairs of
+    # training faces this close are the same drawing; fresh samples of the shipped checkpoint
+    # were all at >= 0.47 (docs/metrics.md).
+    min_distance: float = Field(0.35, ge=0, le=2)
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -145,10 +159,13 @@ class Settings(BaseModel):
         "after {kimg}k training images. {quality}")
     alt_text: Template = (
         "An AI-generated anime-style face, 64 by 64 pixels, from a GAN (seed {seed}).")
-    quality_metric: str = "fid"
+    # The metrics.json key shown as {quality}: fhd (`python train.py evaluate`, weight-free),
+    # fid (evaluated with the Inception weights), kid_mean, precision, recall.
+    quality_metric: str = "fhd"
     schedule: Schedule = Schedule()
     retry: Retry = Retry()
     dedup: Dedup = Dedup()
+    memorisation: Memorisation = Memorisation()
     # SerializeAsAny: dump each channel's own fields, not just the base class's.
     channels: dict[str, SerializeAsAny[ChannelSettings]] = {"outbox": {}}
 

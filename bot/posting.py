@@ -2,7 +2,7 @@
 
 Order of events for a post:
 1. draw a seed never posted with this checkpoint; render; re-draw if the image's perceptual
-   hash is close to an earlier post's;
+   hash is close to an earlier post's, or (memorisation guard) if it is close to a training face;
 2. save the PNG under the data folder;
 3. commit the `posts` row and one `pending` delivery per enabled channel, in one transaction;
 4. deliver each; every outcome is committed before the next delivery starts.
@@ -23,17 +23,22 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import imagehash
+import numpy as np
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot import BotError, locks, store
 from bot.channels.base import Channel, DeliveryError, Outgoing, Permanent, template_fields
 from bot.checkpoints import load_published, render
-from bot.config import Dedup, Settings
+from bot.config import Dedup, Memorisation, Settings
 from bot.models import FAILED, POSTED, Checkpoint, Delivery, Post, utcnow
 from bot.secret import redact
+
+if TYPE_CHECKING:
+    from gan.memorisation import NearestIndex
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +78,43 @@ def pick_seed(rng: random.Random, used: set[int]) -> int:
     return seed
 
 
-def draw(s: Session, dedup: Dedup, rng: random.Random) -> Draft:
-    """A fresh seed and its image, unlike any earlier post."""
+def load_guard(memorisation: Memorisation | None) -> NearestIndex | None:
+    """The training-face index of the memorisation guard; None when the guard is off."""
+    if memorisation is None or memorisation.index is None:
+        return None
+    from gan.data import DataError
+    from gan.memorisation import load_index  # numpy only; cached while the file is unchanged
+    try:
+        return load_index(memorisation.index)
+    except DataError as e:
+        raise BotError(f"bot.memorisation.index: {e}") from None
+
+
+def log_guard(memorisation: Memorisation) -> None:
+    """Say at start whether images are checked against the training faces (and fail now, not
+    at the first post, when the index cannot be read)."""
+    guard = load_guard(memorisation)
+    if guard is None:
+        log.warning("memorisation guard off (bot.memorisation.index is null): images are not "
+                    "checked against the training faces (see docs/metrics.md)")
+    else:
+        log.info("memorisation guard on: images nearer than %.2f to one of the %d training "
+                 "faces in %s are drawn again", memorisation.min_distance, len(guard),
+                 memorisation.index)
+
+
+def draw(s: Session, dedup: Dedup, rng: random.Random,
+         memorisation: Memorisation | None = None) -> Draft:
+    """A fresh seed and its image, unlike any earlier post and (with the memorisation guard
+    on) not a near-copy of a training face."""
     row = store.active_checkpoint(s)
     if row is None:
         raise BotError("no active checkpoint: publish one with `python -m bot publish PATH`")
     ck = load_published(row)
+    guard = load_guard(memorisation)
     used = store.used_seeds(s, row.id)
     earlier = [imagehash.hex_to_hash(h) for h in store.phashes(s)]
+    copies = 0
     for _ in range(dedup.max_draws):
         seed = pick_seed(rng, used)
         used.add(seed)
@@ -91,14 +125,31 @@ def draw(s: Session, dedup: Dedup, rng: random.Random) -> Draft:
             log.info("seed %d looks like an earlier post (hash distance %d); drawing again",
                      seed, distance)
             continue
+        if guard is not None:
+            near, face = guard.nearest_face(np.asarray(image))
+            if near < memorisation.min_distance:
+                copies += 1
+                log.warning("seed %d is too close to the training face %s (distance %.3f, "
+                            "below memorisation.min_distance %.2f); drawing again",
+                            seed, face, near, memorisation.min_distance)
+                continue
         return Draft(row, seed, png_bytes(image), str(phash))
-    raise BotError(f"no image unlike the earlier posts in {dedup.max_draws} draws; "
+    if copies == dedup.max_draws:
+        raise BotError(f"all {copies} draws were too close to a training face (memorisation."
+                       "min_distance): the checkpoint copies its training data; publish "
+                       "another checkpoint")
+    also = f" ({copies} too close to a training face)" if copies else ""
+    raise BotError(f"no image unlike the earlier posts in {dedup.max_draws} draws{also}; "
                    "lower dedup.max_distance or publish another checkpoint")
 
 
 def _quality(ck: Checkpoint, quality_metric: str) -> str:
     value = (ck.metrics or {}).get(quality_metric)
-    return f"{quality_metric.upper()} {value:.1f}" if isinstance(value, (int, float)) else ""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return ""
+    # FID 31.2, FHD 4.87, KID_MEAN 0.00931: three significant digits below 10.
+    shown = f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+    return f"{quality_metric.upper()} {shown}"
 
 
 def _texts(settings: Settings, draft: Draft, number: int) -> tuple[str, str]:
@@ -112,7 +163,7 @@ def _texts(settings: Settings, draft: Draft, number: int) -> tuple[str, str]:
 def _record(sessions: sessionmaker[Session], settings: Settings, channels: list[str],
             rng: random.Random) -> int:
     with sessions() as s:
-        draft = draw(s, settings.dedup, rng)
+        draft = draw(s, settings.dedup, rng, settings.memorisation)
         rel = Path("images") / f"{draft.checkpoint.sha256[:12]}-{draft.seed}.png"
         _write_atomic(settings.data_dir / rel, draft.png)
         now = utcnow()
@@ -246,7 +297,7 @@ def dry_run(sessions: sessionmaker[Session], settings: Settings, channels: list[
             rng: random.Random | None = None) -> Preview:
     """What `post_once` would post now, without recording or delivering anything."""
     with sessions() as s:
-        draft = draw(s, settings.dedup, rng or random.SystemRandom())
+        draft = draw(s, settings.dedup, rng or random.SystemRandom(), settings.memorisation)
         number = (store.last_post_id(s) or 0) + 1
     path = settings.data_dir / "dry-run" / f"{draft.checkpoint.sha256[:12]}-{draft.seed}.png"
     _write_atomic(path, draft.png)

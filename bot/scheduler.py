@@ -28,7 +28,7 @@ from bot.checkpoints import ensure_active
 from bot.config import Schedule, Settings
 from bot.db import open_database
 from bot.models import utcnow
-from bot.posting import deliver_pending, post_once
+from bot.posting import deliver_pending, log_guard, post_once
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,7 @@ def run_daemon(settings: Settings) -> None:
         channels = build_channels(settings.channels, settings.data_dir)
         if not channels:
             raise BotError("no channel is enabled: enable one under bot.channels")
+        log_guard(settings.memorisation)
 
         def post_job() -> None:
             try:

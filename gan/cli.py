@@ -1,4 +1,4 @@
-"""`python train.py ...`: train, resume, clean, sample, interpolate, export.
+"""`python train.py ...`: train, resume, clean, sample, interpolate, export, evaluate, index.
 
     python train.py data.path=../shared/data/animefaces variant=forcecore
     python train.py resume runs/00003-forcecore train.total_images=600000
@@ -6,6 +6,8 @@
     python train.py sample checkpoints/default.pt --seeds 0-63 --out grid.png
     python train.py interpolate checkpoints/default.pt 1 2 --out walk.gif
     python train.py export runs/00003-forcecore/ckpt-004000.pt --out checkpoints/mine.pt
+    python train.py evaluate checkpoints/default.pt --data ../shared/data/animefaces
+    python train.py index ../shared/data/animefaces --out data/faces-index.npz
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-COMMANDS = ("train", "resume", "clean", "sample", "interpolate", "export")
+COMMANDS = ("train", "resume", "clean", "sample", "interpolate", "export", "evaluate", "index")
 
 
 class UsageError(ValueError):
@@ -81,6 +83,37 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", type=Path)
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--fp32", action="store_true", help="keep float32 (default: float16)")
+
+    v = sub.add_parser(
+        "evaluate", help="FHD (or FID), KID, precision/recall and nearest-training-face "
+        "distances of a checkpoint's samples; writes metrics.json beside it",
+        description="example: python train.py evaluate checkpoints/default.pt "
+        "--data ../shared/data/animefaces  (see docs/metrics.md)")
+    v.add_argument("checkpoint", type=Path)
+    v.add_argument("--data", type=Path, help="the training faces (default: the checkpoint's "
+                   "data.path)")
+    v.add_argument("--samples", type=int, help="generated faces, seeds 0..N-1 (default: "
+                   "metrics.samples, 5000)")
+    v.add_argument("--features", help="hog (FHD, weight-free) or inception (FID; needs "
+                   "--inception-weights); default: metrics.features")
+    v.add_argument("--inception-weights", type=Path, help="pytorch-fid's "
+                   "pt_inception-2015-12-05-6726825d.pth")
+    v.add_argument("--index", type=Path, help="memorisation index (`index` command) for the "
+                   "nearest-face distances (default: computed from --data)")
+    v.add_argument("--config", type=Path, default=Path("config.yaml"),
+                   help="settings file whose metrics: section applies (default: config.yaml)")
+    v.add_argument("--cache-dir", default=".cache/datasets",
+                   help="decoded-faces cache, 'none' for no cache (default: .cache/datasets)")
+    v.add_argument("--no-write", action="store_true", help="print only; no metrics.json")
+
+    x = sub.add_parser("index", help="build the memorisation index of a face folder (for the "
+                       "bot's guard and `evaluate --index`)",
+                       description="example: python train.py index ../shared/data/animefaces "
+                       "--out data/faces-index.npz")
+    x.add_argument("folder", type=Path)
+    x.add_argument("--out", type=Path, required=True, help="the .npz index file to write")
+    x.add_argument("--cache-dir", default=".cache/datasets",
+                   help="decoded-faces cache, 'none' for no cache (default: .cache/datasets)")
     return p
 
 
@@ -159,9 +192,56 @@ def _cmd_interpolate(a) -> int:
 
 def _cmd_export(a) -> int:
     from gan.checkpoint import export_checkpoint, load_checkpoint
+    from gan.metrics import read_metrics
 
-    out = export_checkpoint(load_checkpoint(a.checkpoint), a.out, fp16=not a.fp32)
-    print(f"exported {a.checkpoint} -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    ck = load_checkpoint(a.checkpoint)
+    measured = read_metrics(a.checkpoint)  # metrics.json of this very file travels along
+    if measured is not None:
+        ck.metrics = measured
+    out = export_checkpoint(ck, a.out, fp16=not a.fp32)
+    note = ", with its metrics" if ck.metrics else ""
+    print(f"exported {a.checkpoint} -> {out} ({out.stat().st_size / 1e6:.1f} MB{note})")
+    return 0
+
+
+def _cache(text: str) -> Path | None:
+    return None if text.lower() in ("none", "null", "") else Path(text)
+
+
+def _cmd_evaluate(a) -> int:
+    from gan.checkpoint import load_checkpoint
+    from gan.config import load_metrics_config
+    from gan.metrics import evaluate, write_metrics
+
+    config = a.config if a.config.exists() or a.config != Path("config.yaml") else None
+    cfg = load_metrics_config(config, {"samples": a.samples, "features": a.features,
+                                       "inception_weights": a.inception_weights})
+    data = a.data
+    if data is None:
+        data = load_checkpoint(a.checkpoint).cfg.data.path
+        if data is None:
+            raise UsageError("--data is needed: the checkpoint does not name its faces folder")
+    m = evaluate(a.checkpoint, data, cfg, index=a.index, cache_dir=_cache(a.cache_dir))
+    metric = "fhd" if "fhd" in m else "fid"
+    nn, closest = m["nn_distance"], m["nn_distance"]["closest"]
+    print(f"{metric.upper()} {m[metric]:.4g}  KID {m['kid_mean']:.3g} +- {m['kid_std']:.2g}  "
+          f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  ({m['extractor']} "
+          f"features, {m['samples']} samples vs {m['reference_images']} faces, "
+          f"{m['seconds']:.0f} s)")
+    print(f"nearest training face, distance (0 = a copy): min {nn['min']:.3f}  p1 {nn['p1']:.3f}"
+          f"  p5 {nn['p5']:.3f}  median {nn['p50']:.3f}; closest: seed {closest['seed']} "
+          f"~ {closest['face']}")
+    if not a.no_write:
+        print(f"wrote {write_metrics(a.checkpoint, m)}")
+    return 0
+
+
+def _cmd_index(a) -> int:
+    from gan.memorisation import build_index
+
+    index = build_index(a.folder, a.out, _cache(a.cache_dir))
+    print(f"indexed {len(index)} faces of {a.folder} into {a.out} "
+          f"({a.out.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 

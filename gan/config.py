@@ -78,6 +78,20 @@ class TrainConfig(_Section):
     progress: bool = True  # a progress bar on stderr
 
 
+class MetricsConfig(_Section):
+    """The `metrics:` section of config.yaml: how `python train.py evaluate` measures."""
+
+    features: Literal["hog", "inception"] = "hog"  # hog: FHD, weight-free; inception: FID
+    # pytorch-fid's weights file pt_inception-2015-12-05-6726825d.pth, for features: inception
+    inception_weights: Path | None = None
+    samples: int = Field(5000, ge=2)  # generated images (seeds 0..N-1) against all training faces
+    kid_subsets: int = Field(100, ge=1)
+    kid_subset_size: int = Field(1000, ge=2)
+    pr_k: int = Field(3, ge=1)  # neighbours of the precision/recall manifold estimate
+    device: str = "auto"  # feature network device: auto (CUDA if present) | cpu | cuda
+    batch_size: int = Field(200, ge=1)  # images per feature-network batch
+
+
 class Config(_Section):
     name: str = Field("run", pattern=r"^[A-Za-z0-9_.+-]+$")
     variant: str = "forcecore"
@@ -239,12 +253,36 @@ def resolve(tree: dict[str, Any]) -> Config:
 
 
 def load_config(path: Path | None = None, overrides: list[str] | None = None) -> Config:
-    """config.yaml (its `train:`-side keys; a `bot:` section is ignored here) + overrides."""
+    """config.yaml (its `train:`-side keys; the `bot:` and `metrics:` sections are ignored
+    here) + overrides."""
     tree = read_yaml(path) if path is not None else {}
     tree.pop("bot", None)
+    tree.pop("metrics", None)
     cfg = resolve(_merge(tree, parse_overrides(overrides or [])))
     # Only here, at the user's edge: the first meta-device build costs ~1.5 s of lazy torch
     # imports, which loading a checkpoint (whose config was checked when it trained) need not pay.
     from gan.models import check_buildable
     check_buildable(cfg)
+    return cfg
+
+
+def load_metrics_config(path: Path | None = None,
+                        overrides: dict[str, Any] | None = None) -> MetricsConfig:
+    """The `metrics:` section of a config file (all defaults without one), then `overrides`
+    (field -> value; None values are skipped, so unset command-line flags change nothing).
+    A relative `inception_weights` resolves against the config file's folder."""
+    tree = read_yaml(path) if path is not None else {}
+    section = tree.get("metrics") or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: the 'metrics:' section must be a mapping")
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    section = {**section, **given}
+    try:
+        cfg = MetricsConfig.model_validate(section)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(e).replace("'", "'metrics.", 1)) from None
+    w = cfg.inception_weights
+    if w is not None and path is not None and "inception_weights" not in given:
+        w = Path(w).expanduser()
+        cfg.inception_weights = w if w.is_absolute() else Path(path).parent / w
     return cfg

@@ -64,6 +64,10 @@ def to_face(im: Image.Image, size: int = SIZE) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
+def _rel(path: Path, folder: str | Path) -> str:
+    return path.relative_to(Path(folder).expanduser()).as_posix()
+
+
 def _listing_key(files: list[Path]) -> str:
     h = hashlib.sha1()
     for p in files:
@@ -78,6 +82,9 @@ class FaceDataset:
 
     images: torch.Tensor
     skipped: list[Path] = field(default_factory=list)
+    # Each image's file, relative to the folder (None: a cache written before names were kept
+    # that cannot tell which files were skipped).
+    names: list[str] | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -98,8 +105,12 @@ class FaceDataset:
             cache = Path(cache_dir) / f"faces-{_listing_key(files)}.npz"
             if cache.is_file():
                 with np.load(cache) as z:
-                    return cls(torch.from_numpy(z["images"]))
-        arrays, skipped = [], []
+                    images = torch.from_numpy(z["images"])
+                    names = z["names"].tolist() if "names" in z.files else None
+                if names is None and len(images) == len(files):  # nothing was skipped
+                    names = [_rel(p, folder) for p in files]
+                return cls(images, names=names)
+        arrays, skipped, names = [], [], []
         from tqdm import tqdm
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -107,6 +118,7 @@ class FaceDataset:
                           leave=False):
                 try:
                     arrays.append(to_face(open_rgb(p)))
+                    names.append(_rel(p, folder))
                 except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
                     skipped.append(p)
         if not arrays:
@@ -118,9 +130,9 @@ class FaceDataset:
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(".tmp.npz")
-            np.savez(tmp, images=images.numpy())
+            np.savez(tmp, images=images.numpy(), names=np.array(names))
             tmp.replace(cache)
-        return cls(images, skipped)
+        return cls(images, skipped, names)
 
 
 # --- cleaning -----------------------------------------------------------------------------

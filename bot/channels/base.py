@@ -54,7 +54,7 @@ class Outgoing:
     step: int
     images_seen: int
     created_at: datetime
-    quality: str = ""  # "FID 31.2", or empty
+    quality: str = ""  # "FHD 9.54" (bot.quality_metric), or empty
     # 1 on the first try. Above 1, an earlier try may have posted and then died or lost the
     # answer: a channel whose server cannot dedupe for it looks for that post first.
     attempt: int = 1

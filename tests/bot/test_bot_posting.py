@@ -246,7 +246,7 @@ def test_dry_run_records_and_delivers_nothing(settings, sessions):
 def test_caption_shows_the_quality_score_when_known(write_config, sessions):
     settings = load_settings(write_config(
         caption="#{post_number} {variant} {checkpoint} step {step} seed {seed} {quality}",
-        alt_text="face {seed}"))
+        alt_text="face {seed}", quality_metric="fid"))
     ensure_active(sessions, settings)
     with sessions.begin() as s:
         s.execute(update(Checkpoint).values(metrics={"fid": 42.04, "kid": 0.1}))
