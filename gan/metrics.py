@@ -299,7 +299,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, cfg, index: str | Path | 
         "kid_subsets": int(cfg.kid_subsets),
         "kid_subset_size": int(min(cfg.kid_subset_size, len(real), cfg.samples)),
         "pr_k": int(cfg.pr_k), "pr_images": int(n_pr),
-        "data": str(Path(data).expanduser().resolve()),
+        "data": str(data),  # as the user gave it: absolute paths would pin the file to one machine
         "checkpoint": {"file": Path(checkpoint).name, "sha256": file_sha256(Path(checkpoint)),
                        "variant": ck.variant, "step": ck.step,
                        "images_seen": ck.images_seen},
