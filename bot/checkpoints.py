@@ -6,7 +6,6 @@ hash: a post is only reproducible (`regenerate`) if its checkpoint file is uncha
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,20 +15,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot import BotError, store
 from bot.config import Settings
 from bot.models import Checkpoint, utcnow
+from gan.files import file_sha256
 
 if TYPE_CHECKING:
     from gan.checkpoint import LoadedCheckpoint
     from PIL import Image
 
 log = logging.getLogger(__name__)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _load(path: Path) -> LoadedCheckpoint:

@@ -18,7 +18,6 @@ docs/metrics.md describes the protocol.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from gan.files import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -235,14 +236,6 @@ def build_extractor(cfg) -> Extractor:
 
 
 # --- evaluate a checkpoint ------------------------------------------------------------------
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def _percentiles(d: np.ndarray) -> dict[str, float]:
     out = {f"p{p}": float(np.percentile(d, p)) for p in (1, 5, 50)}
