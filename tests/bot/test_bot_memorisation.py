@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +16,11 @@ from bot.checkpoints import ensure_active, publish
 from bot.config import Memorisation, load_settings
 from bot.db import open_database
 from gan.memorisation import NearestIndex, build_index, thumbnails
+from helpers import Seeds
 from tests.conftest import REAL_FACES
 
 DEFAULT_MIN = Memorisation().min_distance
 SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "default.pt"
-
-
-class Seeds(random.Random):
-    def __init__(self, *seeds: int):
-        super().__init__()
-        self.seeds = list(seeds)
-
-    def randrange(self, *_args):
-        return self.seeds.pop(0)
 
 
 class Recorder:

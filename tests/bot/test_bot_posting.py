@@ -3,7 +3,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from bot.checkpoints import ensure_active, publish
 from bot.config import load_settings
 from bot.db import open_database
 from bot.models import Checkpoint, Delivery, Post, utcnow
+from helpers import Seeds
 
 
 class Recorder(Channel):
@@ -37,17 +37,6 @@ class Recorder(Channel):
 
 class Crash(BaseException):
     """Stands in for the process dying in the middle of a delivery."""
-
-
-class Seeds(random.Random):
-    """An rng that hands out the given seeds in order."""
-
-    def __init__(self, *seeds: int):
-        super().__init__()
-        self.seeds = list(seeds)
-
-    def randrange(self, *_args):
-        return self.seeds.pop(0)
 
 
 def _deliveries(sessions, post_id: int) -> dict[str, Delivery]:

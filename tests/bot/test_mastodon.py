@@ -22,6 +22,8 @@ from bot.config import load_settings
 from bot.db import open_database
 from bot.models import Delivery, Post, utcnow
 from fake_mastodon import FakeMastodon, iso
+import helpers
+from helpers import make_due
 
 TOKEN = "mtok-8c41d2f0a9e7b35e"
 
@@ -60,13 +62,7 @@ def setup(write_config, server):
 
 
 def delivery(sessions, post_id: int = 1, channel: str = "mastodon") -> Delivery:
-    with sessions() as s:
-        return next(d for d in store.post(s, post_id).deliveries if d.channel == channel)
-
-
-def make_due(sessions) -> None:
-    with sessions.begin() as s:
-        s.execute(update(Delivery).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+    return helpers.delivery(sessions, post_id, channel)
 
 
 def test_posts_the_image_with_alt_text_and_the_channel_settings(setup, server):

@@ -20,7 +20,6 @@ import requests
 import responses
 from oauthlib.oauth1.rfc5849 import signature as oauth_signature
 from oauthlib.oauth1.rfc5849.utils import escape
-from sqlalchemy import update
 
 from bot import posting, store
 from bot.channels import build_channels
@@ -32,6 +31,8 @@ from bot.db import open_database
 from bot.models import Delivery, utcnow
 from bot.secret import RedactingFilter
 from fake_mastodon import FakeMastodon, parse_multipart
+import helpers
+from helpers import make_due
 
 SECRETS = {"X_API_KEY": "xkey-0f3b9d2a", "X_API_KEY_SECRET": "xkeysecret-7e61c05b94",
            "X_ACCESS_TOKEN": "123-xtoken-a8d2e4", "X_ACCESS_TOKEN_SECRET": "xtoksecret-c3b71f"}
@@ -193,13 +194,7 @@ def setup(write_config):
 
 
 def delivery(sessions, post_id: int = 1, channel: str = "twitter") -> Delivery:
-    with sessions() as s:
-        return next(d for d in store.post(s, post_id).deliveries if d.channel == channel)
-
-
-def make_due(sessions) -> None:
-    with sessions.begin() as s:
-        s.execute(update(Delivery).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+    return helpers.delivery(sessions, post_id, channel)
 
 
 def test_posts_the_image_with_alt_text(setup, x):

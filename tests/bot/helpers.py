@@ -1,0 +1,33 @@
+"""Small helpers shared by the bot's tests."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from bot import store
+from bot.models import Delivery, utcnow
+
+
+class Seeds(random.Random):
+    """An rng that hands out the given seeds in order."""
+
+    def __init__(self, *seeds: int):
+        super().__init__()
+        self.seeds = list(seeds)
+
+    def randrange(self, *_args):
+        return self.seeds.pop(0)
+
+
+def delivery(sessions, post_id: int, channel: str) -> Delivery:
+    with sessions() as s:
+        return next(d for d in store.post(s, post_id).deliveries if d.channel == channel)
+
+
+def make_due(sessions) -> None:
+    """Every delivery's backoff is over: the next tick tries it again."""
+    with sessions.begin() as s:
+        s.execute(update(Delivery).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
