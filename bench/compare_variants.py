@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""The variants compared on one budget: train (or reuse) one run per variant, evaluate each,
+and write the table, a sample grid per variant and the loss curves.
+
+    # the docs/results.md comparison (CPU: about 25-40 min per variant at 1 thread)
+    python bench/compare_variants.py --data ../shared/data/animefaces --images 32000 --train \\
+        --variants forcecore,dcgan,capsule,capsule-ensemble,hog,mbstd,capsule+mbstd
+    # only re-evaluate and redraw from the runs already in runs/compare
+    python bench/compare_variants.py --data ../shared/data/animefaces --images 32000
+
+Every run uses the same seed, data, batch and images-seen budget; only the variant differs.
+A run is found by its name, `cmp-<variant>`, in --runs-dir; with --train a missing run is
+trained and an unfinished one resumed. Each run's final checkpoint is evaluated with
+`gan.metrics.evaluate` (metrics.json beside it, reused while the file is unchanged).
+Outputs, in --out: `<variant>.png` (seeds 0-63 of the EMA generator), `overview.png` (seeds
+0-15 of every variant, labelled), `losses.png` (every run's curves on shared axes), and the
+markdown table, printed and written between the `<!-- results:table -->` markers of
+--markdown when that file has them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gan.checkpoint import load_checkpoint  # noqa: E402
+from gan.config import load_config, load_metrics_config  # noqa: E402
+from gan.metrics import evaluate, read_metrics, write_metrics  # noqa: E402
+from gan.report import read_stats  # noqa: E402
+from gan.sampling import generate_array, grid  # noqa: E402
+from gan.training import latest_checkpoint, train  # noqa: E402
+
+DEFAULT_VARIANTS = "forcecore,dcgan,capsule,capsule-ensemble,hog,mbstd"
+START, END = "<!-- results:table -->", "<!-- /results:table -->"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def find_run(runs_dir: Path, variant: str) -> Path | None:
+    """The newest run folder named cmp-<variant> (run folders are <id>-<name>)."""
+    name = f"cmp-{variant}"
+    runs = sorted(p for p in runs_dir.glob(f"*-{name}")
+                  if p.is_dir() and re.fullmatch(rf"\d+-{re.escape(name)}", p.name))
+    return runs[-1] if runs else None
+
+
+def train_variant(variant: str, a: argparse.Namespace) -> Path:
+    """Train (or resume) cmp-<variant> to a.images; returns the run folder."""
+    run = find_run(a.runs_dir, variant)
+    common = [f"train.total_images={a.images}", f"train.runs_dir={a.runs_dir}",
+              f"train.threads={a.threads}", f"train.channels_last={str(a.channels_last).lower()}",
+              "train.grid_every=50", "train.checkpoint_every=100", "train.progress=true"]
+    if run is not None and (ckpt := latest_checkpoint(run)) is not None:
+        ck = load_checkpoint(ckpt)
+        if ck.images_seen >= a.images:
+            return run
+        from gan.config import _merge, parse_overrides, resolve
+        cfg = resolve(_merge(ck.config, parse_overrides(common)))
+        return train(cfg, resume=ckpt)[0]
+    cfg = load_config(None, [f"variant={variant}", f"name=cmp-{variant}", f"seed={a.seed}",
+                             f"data.path={a.data}", *common, *a.override])
+    return train(cfg)[0]
+
+
+def run_summary(run: Path) -> dict:
+    """Throughput and wall time from stats.jsonl: each line covers log_every steps."""
+    rows = read_stats(run)
+    cfg = json.loads((run / "config.json").read_text())
+    seconds, prev = 0.0, 0
+    for r in rows:
+        if r.get("images_per_s"):
+            seconds += (r["images_seen"] - prev) / r["images_per_s"]
+        prev = r["images_seen"]
+    images = rows[-1]["images_seen"] if rows else 0
+    return {"rows": rows, "seconds": seconds, "images": images,
+            "images_per_s": images / seconds if seconds else float("nan"),
+            "threads": cfg["train"].get("threads"), "channels_last": cfg["train"]["channels_last"],
+            "batch": cfg["train"]["batch_size"], "seed": cfg["seed"]}
+
+
+def label_strip(text: str, width: int, height: int = 18) -> np.ndarray:
+    from PIL import Image, ImageDraw
+    img = Image.new("RGB", (width, height), "white")
+    ImageDraw.Draw(img).text((4, 3), text, fill="black")
+    return np.asarray(img)
+
+
+def plot_losses(results: list[dict], out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(results)
+    cols = min(n, 4)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), sharex=True,
+                             squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, results):
+        stats = r["summary"]["rows"]
+        x = [s["images_seen"] / 1000 for s in stats]
+        for key, label in (("loss_d", "D"), ("loss_g", "G"), ("loss_aux", "G aux")):
+            pts = [(xi, s[key]) for xi, s in zip(x, stats) if key in s]
+            if pts:
+                ax.plot(*zip(*pts), label=label, linewidth=0.8)
+        ax.set_title(r["variant"], fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("thousands of images seen")
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def table(results: list[dict], hardware: str) -> str:
+    lines = [
+        "| variant | FHD ↓ | KID ×10³ ↓ | precision ↑ | recall ↑ | NN dist min / p1 | images/s | "
+        "wall time | hardware |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        m, s = r["metrics"], r["summary"]
+        nn = m["nn_distance"]
+        hw = f"{hardware}, {s['threads'] or 'all'} thread(s)"
+        lines.append(
+            f"| {r['variant']} | {m['fhd']:.2f} | {m['kid_mean'] * 1e3:.2f} ± "
+            f"{m['kid_std'] * 1e3:.2f} | {m['precision']:.3f} | {m['recall']:.4f} | "
+            f"{nn['min']:.3f} / {nn['p1']:.3f} | {s['images_per_s']:.1f} | "
+            f"{s['seconds'] / 60:.0f} min | {hw} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, required=True, help="the faces folder")
+    p.add_argument("--images", type=int, default=32000, help="budget in images seen per run")
+    p.add_argument("--variants", default=DEFAULT_VARIANTS, help="comma-separated variant names")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs-dir", type=Path, default=Path("runs/compare"))
+    p.add_argument("--train", action="store_true", help="train missing runs, resume short ones")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per training run")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="an extra config override for new runs (repeatable)")
+    p.add_argument("--samples", type=int, help="evaluation samples (default: config.yaml's)")
+    p.add_argument("--out", type=Path, default=Path("docs/results"))
+    p.add_argument("--markdown", type=Path, default=Path("docs/results.md"))
+    a = p.parse_args()
+
+    if not a.data.is_dir():
+        p.error(f"--data {a.data}: not a folder of faces")
+    variants = [v.strip() for v in a.variants.split(",") if v.strip()]
+    mcfg = load_metrics_config(Path("config.yaml") if Path("config.yaml").is_file() else None,
+                               {"samples": a.samples})
+    a.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for v in variants:
+        run = train_variant(v, a) if a.train else find_run(a.runs_dir, v)
+        ckpt = latest_checkpoint(run) if run else None
+        if ckpt is None:
+            print(f"{v}: no finished run cmp-{v} in {a.runs_dir} (use --train)", file=sys.stderr)
+            continue
+        ck = load_checkpoint(ckpt)
+        if ck.images_seen < a.images:
+            print(f"{v}: {ckpt} has only {ck.images_seen} of {a.images} images; skipped "
+                  "(use --train to finish it)", file=sys.stderr)
+            continue
+        m = read_metrics(ckpt, warn=False)
+        if m is None or m.get("samples") != mcfg.samples:
+            m = evaluate(ckpt, a.data, mcfg)
+            write_metrics(ckpt, m)
+        faces = generate_array(ck, list(range(64)))
+        grid(faces, cols=8).save(a.out / f"{v}.png")
+        results.append({"variant": v, "checkpoint": ckpt, "metrics": m, "faces": faces[:16],
+                        "summary": run_summary(run)})
+        print(f"{v}: FHD {m['fhd']:.2f}, recall {m['recall']:.4f} ({ckpt})", flush=True)
+    if not results:
+        return 1
+
+    strips = []
+    for r in results:
+        g = np.asarray(grid(r["faces"], cols=16))
+        strips += [label_strip(f"{r['variant']}  FHD {r['metrics']['fhd']:.2f}", g.shape[1]), g]
+    from PIL import Image
+    Image.fromarray(np.concatenate(strips)).save(a.out / "overview.png")
+    plot_losses(results, a.out / "losses.png")
+
+    hardware = f"{cpu_name()}, torch {torch.__version__}"
+    text = table(results, hardware)
+    print(text)
+    if a.markdown.is_file():
+        doc = a.markdown.read_text()
+        if START in doc and END in doc:
+            head, rest = doc.split(START, 1)
+            doc = head + START + "\n" + text + "\n" + END + rest.split(END, 1)[1]
+            a.markdown.write_text(doc)
+            print(f"updated the table in {a.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

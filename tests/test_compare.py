@@ -1,0 +1,69 @@
+"""bench/compare_variants.py: tiny runs of two variants, trained, evaluated and tabulated."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from tests.conftest import TINY
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "bench" / "compare_variants.py"
+ENV = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": "/tmp"}
+
+
+def compare(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), "--runs-dir", "runs", "--images", "32",
+                           "--samples", "24", "--out", "results", "--markdown", "results.md",
+                           *args], cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_compare_trains_evaluates_and_writes_the_table(faces_dir, tmp_path):
+    (tmp_path / "results.md").write_text(
+        "# Results\n\nbefore\n<!-- results:table -->\nold\n<!-- /results:table -->\nafter\n")
+    overrides = [x for o in TINY for x in ("--override", o)]
+    p = compare(tmp_path, "--data", str(faces_dir), "--variants", "forcecore,capsule",
+                "--train", "--threads", "1", "--no-channels-last", *overrides)
+    assert p.returncode == 0, p.stderr
+
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert [r.name for r in runs] == ["00000-cmp-forcecore", "00001-cmp-capsule"]
+    for run, variant in zip(runs, ("forcecore", "capsule")):
+        cfg = json.loads((run / "config.json").read_text())
+        assert cfg["variant"] == variant and cfg["seed"] == 0
+        assert cfg["train"]["total_images"] == 32 and cfg["model"]["g_width"] == 8
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["samples"] == 24 and metrics["checkpoint"]["images_seen"] == 32
+        assert Image.open(tmp_path / "results" / f"{variant}.png").size == (8 * 66 + 2,) * 2
+    assert Image.open(tmp_path / "results" / "overview.png").width == 16 * 66 + 2
+    assert (tmp_path / "results" / "losses.png").stat().st_size > 0
+
+    doc = (tmp_path / "results.md").read_text()
+    assert doc.startswith("# Results\n\nbefore\n") and doc.endswith("after\n") and "old" not in doc
+    rows = [line for line in doc.splitlines() if line.startswith("| forcecore")
+            or line.startswith("| capsule")]
+    assert len(rows) == 2
+    fhd = json.loads((runs[0] / "metrics.json").read_text())["fhd"]
+    assert f"| forcecore | {fhd:.2f} |" in doc
+
+    # A second call reuses the finished runs and their metrics: no new run folder.
+    again = compare(tmp_path, "--data", str(faces_dir), "--variants", "forcecore", "--train")
+    assert again.returncode == 0, again.stderr
+    assert len(list((tmp_path / "runs").iterdir())) == 2
+    assert f"| forcecore | {fhd:.2f} |" in again.stdout
+
+
+def test_compare_without_runs_says_so(faces_dir, tmp_path):
+    p = compare(tmp_path, "--data", str(faces_dir), "--variants", "hog")
+    assert p.returncode == 1
+    assert "no finished run cmp-hog" in p.stderr and "--train" in p.stderr
+
+
+def test_compare_rejects_a_missing_data_folder(tmp_path):
+    p = compare(tmp_path, "--data", str(tmp_path / "nope"))
+    assert p.returncode == 2 and "not a folder of faces" in p.stderr
