@@ -129,6 +129,7 @@ def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from bot import locks, store
+    from bot.posting import describe_guard
     with _sessions(settings)() as s:
         ck = store.active_checkpoint(s)
         counts = store.delivery_counts(s)
@@ -143,10 +144,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
                         f"{_when(datetime.fromisoformat(due)) if due else 'unknown'}"
                         if daemon is not None else "not running"))
     print(f"last post: {_when(last)}")
-    guard = settings.memorisation
-    print("memorisation guard: " + (f"on ({guard.index}, min distance {guard.min_distance})"
-                                     if guard.index is not None else
-                                     "off (bot.memorisation.index is null)"))
+    print("memorisation guard: " + describe_guard(settings.memorisation, settings.data_dir))
     print("deliveries: " + ", ".join(f"{counts.get(k, 0)} {k}"
                                      for k in ("posted", "pending", "failed")))
     if err is not None:

@@ -137,10 +137,15 @@ class Dedup(BaseModel):
 class Memorisation(BaseModel):
     """The guard against posting a near-copy of a training face (docs/metrics.md)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
-    # Index of the training faces (`python train.py index FACES --out PATH`); null: guard off.
+    # An index file of the training faces (`python train.py index FACES --out PATH`); null: the
+    # bot keeps its own, <data_dir>/faces-index.npz, built once from `faces`.
     index: RelPath | None = None
+    # The training faces folder the bot indexes itself when `index` is null (again when the
+    # index was built from another folder). A folder that is not there: guard off, with a
+    # warning at start; null (and index null): guard off.
+    faces: RelPath | None = Path("../shared/data/animefaces")
     # An image nearer than this to a training face (gray16 distance: 0 = a copy, ~0.5 and up =
     # another face) is drawn again. 0.35: a training face fed as a sample is at ~0.01; pairs of
     # training faces this close are the same drawing; fresh samples of the shipped checkpoint
@@ -165,7 +170,9 @@ class Settings(BaseModel):
     schedule: Schedule = Schedule()
     retry: Retry = Retry()
     dedup: Dedup = Dedup()
-    memorisation: Memorisation = Memorisation()
+    # A mapping, not an instance, so that validation resolves its paths against the config
+    # folder like the others.
+    memorisation: Memorisation = {}  # type: ignore[assignment]
     # SerializeAsAny: dump each channel's own fields, not just the base class's.
     channels: dict[str, SerializeAsAny[ChannelSettings]] = {"outbox": {}}
 

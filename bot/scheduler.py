@@ -126,7 +126,7 @@ def run_daemon(settings: Settings) -> None:
         channels = build_channels(settings.channels, settings.data_dir)
         if not channels:
             raise BotError("no channel is enabled: enable one under bot.channels")
-        log_guard(settings.memorisation)
+        log_guard(settings.memorisation, settings.data_dir)
 
         def post_job() -> None:
             try:
