@@ -101,21 +101,27 @@ def test_a_bad_index_file_is_a_clear_error(tmp_path):
         NearestIndex.load(tmp_path / "junk.npz")
 
 
-def test_the_bot_redraws_a_training_face_and_says_why(write_config, faces_dir, index_file,
-                                                      monkeypatch, caplog):
-    settings = load_settings(write_config(memorisation={"index": str(index_file)}))
-    assert settings.memorisation.min_distance == DEFAULT_MIN
+def post_past_a_training_face(settings, faces_dir, monkeypatch, caplog):
+    """One post where seed 2 "draws" training face 5 (to be refused) and seed 3 is the
+    model's own; returns the sessions and the copied face."""
     sessions = open_database(settings.database_url)
     ensure_active(sessions, settings)
     real_render = posting.render
     copy = Image.fromarray(face(faces_dir, 5))
-    # Seed 2 "draws" a training face: it must be refused; seed 3 is the model's own.
     monkeypatch.setattr(posting, "render",
                         lambda ck, seed: copy if seed == 2 else real_render(ck, seed))
     with caplog.at_level(logging.INFO, logger="bot.posting"):
         post_id = posting.post_once(sessions, settings, {"a": Recorder()}, rng=Seeds(2, 3))
     with sessions() as s:
         assert store.post(s, post_id).seed == 3
+    return sessions, copy
+
+
+def test_the_bot_redraws_a_training_face_and_says_why(write_config, faces_dir, index_file,
+                                                      monkeypatch, caplog):
+    settings = load_settings(write_config(memorisation={"index": str(index_file)}))
+    assert settings.memorisation.min_distance == DEFAULT_MIN
+    sessions, copy = post_past_a_training_face(settings, faces_dir, monkeypatch, caplog)
     assert "seed 2 is too close to the training face face005.png (distance 0.0" in caplog.text
     assert "below memorisation.min_distance 0.35" in caplog.text
 
@@ -162,16 +168,7 @@ def test_the_bot_indexes_the_faces_folder_once_and_refuses_a_training_face(
 
     # The first post of a one-shot `post` builds the index, then refuses a training face fed
     # as a sample.
-    sessions = open_database(settings.database_url)
-    ensure_active(sessions, settings)
-    real_render = posting.render
-    copy = Image.fromarray(face(faces_dir, 5))
-    monkeypatch.setattr(posting, "render",
-                        lambda ck, seed: copy if seed == 2 else real_render(ck, seed))
-    with caplog.at_level(logging.INFO, logger="bot.posting"):
-        post_id = posting.post_once(sessions, settings, {"a": Recorder()}, rng=Seeds(2, 3))
-    with sessions() as s:
-        assert store.post(s, post_id).seed == 3
+    sessions, copy = post_past_a_training_face(settings, faces_dir, monkeypatch, caplog)
     assert f"building the memorisation index of {faces_dir} into {own} (once)" in caplog.text
     assert "memorisation index built: 24 faces" in caplog.text
     assert "seed 2 is too close to the training face face005.png (distance 0.0" in caplog.text
