@@ -9,7 +9,9 @@ and write the table, a sample grid per variant and the loss curves.
     python bench/compare_variants.py --data ../shared/data/animefaces --images 32000
 
 Every run uses the same seed, data, batch and images-seen budget; only the variant differs.
-A run is found by its name, `cmp-<variant>`, in --runs-dir; with --train a missing run is
+An entry may also be `LABEL=VARIANT;key=value;...`
+(e.g. `capsule-bce=capsule;loss.kind=bce`): that variant with those settings, as its own row.
+A run is found by its name, `cmp-<label>`, in --runs-dir; with --train a missing run is
 trained and an unfinished one resumed. Each run's final checkpoint is evaluated with
 `gan.metrics.evaluate` (metrics.json beside it, reused while the file is unchanged).
 Outputs, in --out: `<variant>.png` (seeds 0-63 of the EMA generator), `overview.png` (seeds
@@ -53,17 +55,27 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def find_run(runs_dir: Path, variant: str) -> Path | None:
-    """The newest run folder named cmp-<variant> (run folders are <id>-<name>)."""
-    name = f"cmp-{variant}"
+def parse_entry(entry: str) -> tuple[str, str, list[str]]:
+    """`variant` or `label=variant;key=value;...` -> (label, variant, overrides)."""
+    if "=" not in entry:
+        return entry, entry, []
+    label, rest = entry.split("=", 1)
+    variant, *overrides = rest.split(";")
+    return label, variant, overrides
+
+
+def find_run(runs_dir: Path, label: str) -> Path | None:
+    """The newest run folder named cmp-<label> (run folders are <id>-<name>)."""
+    name = f"cmp-{label}"
     runs = sorted(p for p in runs_dir.glob(f"*-{name}")
                   if p.is_dir() and re.fullmatch(rf"\d+-{re.escape(name)}", p.name))
     return runs[-1] if runs else None
 
 
-def train_variant(variant: str, a: argparse.Namespace) -> Path:
-    """Train (or resume) cmp-<variant> to a.images; returns the run folder."""
-    run = find_run(a.runs_dir, variant)
+def train_variant(entry: str, a: argparse.Namespace) -> Path:
+    """Train (or resume) cmp-<label> to a.images; returns the run folder."""
+    label, variant, extra = parse_entry(entry)
+    run = find_run(a.runs_dir, label)
     common = [f"train.total_images={a.images}", f"train.runs_dir={a.runs_dir}",
               f"train.threads={a.threads}", f"train.channels_last={str(a.channels_last).lower()}",
               "train.grid_every=50", "train.checkpoint_every=100", "train.progress=true"]
@@ -74,8 +86,8 @@ def train_variant(variant: str, a: argparse.Namespace) -> Path:
         from gan.config import _merge, parse_overrides, resolve
         cfg = resolve(_merge(ck.config, parse_overrides(common)))
         return train(cfg, resume=ckpt)[0]
-    cfg = load_config(None, [f"variant={variant}", f"name=cmp-{variant}", f"seed={a.seed}",
-                             f"data.path={a.data}", *common, *a.override])
+    cfg = load_config(None, [f"variant={variant}", f"name=cmp-{label}", f"seed={a.seed}",
+                             f"data.path={a.data}", *common, *a.override, *extra])
     return train(cfg)[0]
 
 
@@ -152,7 +164,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, required=True, help="the faces folder")
     p.add_argument("--images", type=int, default=32000, help="budget in images seen per run")
-    p.add_argument("--variants", default=DEFAULT_VARIANTS, help="comma-separated variant names")
+    p.add_argument("--variants", default=DEFAULT_VARIANTS,
+                   help="comma-separated variants, or LABEL=VARIANT;key=value;... entries")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs-dir", type=Path, default=Path("runs/compare"))
     p.add_argument("--train", action="store_true", help="train missing runs, resume short ones")
@@ -172,8 +185,9 @@ def main() -> int:
                                {"samples": a.samples})
     a.out.mkdir(parents=True, exist_ok=True)
     results = []
-    for v in variants:
-        run = train_variant(v, a) if a.train else find_run(a.runs_dir, v)
+    for entry in variants:
+        v = parse_entry(entry)[0]
+        run = train_variant(entry, a) if a.train else find_run(a.runs_dir, v)
         ckpt = latest_checkpoint(run) if run else None
         if ckpt is None:
             print(f"{v}: no finished run cmp-{v} in {a.runs_dir} (use --train)", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""bench/compare_variants.py: tiny runs of two variants, trained, evaluated and tabulated."""
+"""bench/compare_variants.py: tiny runs of two variants (one a variant with its own settings),
+trained, evaluated and tabulated."""
 
 from __future__ import annotations
 
@@ -27,26 +28,27 @@ def test_compare_trains_evaluates_and_writes_the_table(faces_dir, tmp_path):
     (tmp_path / "results.md").write_text(
         "# Results\n\nbefore\n<!-- results:table -->\nold\n<!-- /results:table -->\nafter\n")
     overrides = [x for o in TINY for x in ("--override", o)]
-    p = compare(tmp_path, "--data", str(faces_dir), "--variants", "forcecore,capsule",
+    p = compare(tmp_path, "--data", str(faces_dir), "--variants", "forcecore,capsule-bce=capsule;loss.kind=bce",
                 "--train", "--threads", "1", "--no-channels-last", *overrides)
     assert p.returncode == 0, p.stderr
 
     runs = sorted((tmp_path / "runs").iterdir())
-    assert [r.name for r in runs] == ["00000-cmp-forcecore", "00001-cmp-capsule"]
-    for run, variant in zip(runs, ("forcecore", "capsule")):
+    assert [r.name for r in runs] == ["00000-cmp-forcecore", "00001-cmp-capsule-bce"]
+    for run, label, variant, loss in zip(runs, ("forcecore", "capsule-bce"),
+                                         ("forcecore", "capsule"), ("soft-bce", "bce")):
         cfg = json.loads((run / "config.json").read_text())
-        assert cfg["variant"] == variant and cfg["seed"] == 0
+        assert cfg["variant"] == variant and cfg["seed"] == 0 and cfg["loss"]["kind"] == loss
         assert cfg["train"]["total_images"] == 32 and cfg["model"]["g_width"] == 8
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["samples"] == 24 and metrics["checkpoint"]["images_seen"] == 32
-        assert Image.open(tmp_path / "results" / f"{variant}.png").size == (8 * 66 + 2,) * 2
+        assert Image.open(tmp_path / "results" / f"{label}.png").size == (8 * 66 + 2,) * 2
     assert Image.open(tmp_path / "results" / "overview.png").width == 16 * 66 + 2
     assert (tmp_path / "results" / "losses.png").stat().st_size > 0
 
     doc = (tmp_path / "results.md").read_text()
     assert doc.startswith("# Results\n\nbefore\n") and doc.endswith("after\n") and "old" not in doc
     rows = [line for line in doc.splitlines() if line.startswith("| forcecore")
-            or line.startswith("| capsule")]
+            or line.startswith("| capsule-bce |")]
     assert len(rows) == 2
     fhd = json.loads((runs[0] / "metrics.json").read_text())["fhd"]
     assert f"| forcecore | {fhd:.2f} |" in doc
