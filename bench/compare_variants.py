@@ -14,7 +14,7 @@ An entry may also be `LABEL=VARIANT;key=value;...`
 A run is found by its name, `cmp-<label>`, in --runs-dir; with --train a missing run is
 trained and an unfinished one resumed. Each run's final checkpoint is evaluated with
 `gan.metrics.evaluate` (metrics.json beside it, reused while the file is unchanged).
-Outputs, in --out: `<variant>.png` (seeds 0-63 of the EMA generator), `overview.png` (seeds
+Outputs, in --out: `<label>.jpg` (seeds 0-63 of the EMA generator), `overview.jpg` (seeds
 0-15 of every variant, labelled), `losses.png` (every run's curves on shared axes), and the
 markdown table, printed and written between the `<!-- results:table -->` markers of
 --markdown when that file has them.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import sys
@@ -202,7 +203,7 @@ def main() -> int:
             m = evaluate(ckpt, a.data, mcfg)
             write_metrics(ckpt, m)
         faces = generate_array(ck, list(range(64)))
-        grid(faces, cols=8).save(a.out / f"{v}.png")
+        grid(faces, cols=8).save(a.out / f"{v}.jpg", quality=92)
         results.append({"variant": v, "checkpoint": ckpt, "metrics": m, "faces": faces[:16],
                         "summary": run_summary(run)})
         print(f"{v}: FHD {m['fhd']:.2f}, recall {m['recall']:.4f} ({ckpt})", flush=True)
@@ -214,10 +215,10 @@ def main() -> int:
         g = np.asarray(grid(r["faces"], cols=16))
         strips += [label_strip(f"{r['variant']}  FHD {r['metrics']['fhd']:.2f}", g.shape[1]), g]
     from PIL import Image
-    Image.fromarray(np.concatenate(strips)).save(a.out / "overview.png")
+    Image.fromarray(np.concatenate(strips)).save(a.out / "overview.jpg", quality=92)
     plot_losses(results, a.out / "losses.png")
 
-    hardware = f"{cpu_name()}, torch {torch.__version__}"
+    hardware = f"{cpu_name()} ({os.cpu_count()} cores), torch {torch.__version__}"
     text = table(results, hardware)
     print(text)
     if a.markdown.is_file():

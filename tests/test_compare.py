@@ -41,8 +41,8 @@ def test_compare_trains_evaluates_and_writes_the_table(faces_dir, tmp_path):
         assert cfg["train"]["total_images"] == 32 and cfg["model"]["g_width"] == 8
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["samples"] == 24 and metrics["checkpoint"]["images_seen"] == 32
-        assert Image.open(tmp_path / "results" / f"{label}.png").size == (8 * 66 + 2,) * 2
-    assert Image.open(tmp_path / "results" / "overview.png").width == 16 * 66 + 2
+        assert Image.open(tmp_path / "results" / f"{label}.jpg").size == (8 * 66 + 2,) * 2
+    assert Image.open(tmp_path / "results" / "overview.jpg").width == 16 * 66 + 2
     assert (tmp_path / "results" / "losses.png").stat().st_size > 0
 
     doc = (tmp_path / "results.md").read_text()
