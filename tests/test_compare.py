@@ -69,3 +69,17 @@ def test_compare_without_runs_says_so(faces_dir, tmp_path):
 def test_compare_rejects_a_missing_data_folder(tmp_path):
     p = compare(tmp_path, "--data", str(tmp_path / "nope"))
     assert p.returncode == 2 and "not a folder of faces" in p.stderr
+
+
+def test_d_probe_prints_one_row_per_discriminator(faces_dir, tmp_path):
+    p = subprocess.run([sys.executable, str(REPO / "bench" / "d_probe.py"), "--data",
+                        str(faces_dir), "--steps", "2", "--every", "1", "--batch", "4",
+                        "--variants", "dcgan,capsule;loss.kind=bce"],
+                       cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    rows = [line for line in p.stdout.splitlines() if line.startswith("| untrained G")]
+    assert [r.split(" | ")[1] for r in rows] == ["dcgan", "capsule;loss.kind=bce"]
+    for r in rows:  # steps 0, 1, 2: "real / fake" probabilities
+        cells = [c.strip() for c in r.strip("| ").split(" | ")[2:]]
+        assert len(cells) == 3
+        assert all(0 <= float(x) <= 1 for c in cells for x in c.split(" / "))
