@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gan.checkpoint import load_checkpoint  # noqa: E402
-from gan.config import load_config, load_metrics_config  # noqa: E402
+from gan.config import ConfigError, load_config, load_metrics_config  # noqa: E402
 from gan.metrics import evaluate, read_metrics, write_metrics  # noqa: E402
 from gan.report import read_stats  # noqa: E402
 from gan.sampling import generate_array, grid  # noqa: E402
@@ -182,6 +182,12 @@ def main() -> int:
     if not a.data.is_dir():
         p.error(f"--data {a.data}: not a folder of faces")
     variants = [v.strip() for v in a.variants.split(",") if v.strip()]
+    for entry in variants:  # every entry's config checks out before hours of training
+        _, variant, extra = parse_entry(entry)
+        try:
+            load_config(None, [f"variant={variant}", f"data.path={a.data}", *a.override, *extra])
+        except ConfigError as e:
+            p.error(f"{entry}: {e}")
     mcfg = load_metrics_config(Path("config.yaml") if Path("config.yaml").is_file() else None,
                                {"samples": a.samples})
     a.out.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gan.checkpoint import load_checkpoint  # noqa: E402
-from gan.config import load_config  # noqa: E402
+from gan.config import ConfigError, load_config  # noqa: E402
 from gan.data import FaceDataset  # noqa: E402
 from gan.latent import sample_latent  # noqa: E402
 from gan.losses import Objective  # noqa: E402
@@ -77,19 +77,24 @@ def main() -> int:
     a = p.parse_args()
     if not a.data.is_dir():
         p.error(f"--data {a.data}: not a folder of faces")
+    entries = [e.split(";") for e in a.variants.split(",")]
+    for variant, *extra in entries:
+        try:
+            load_config(None, [f"variant={variant}", "data.path=.", *extra])
+        except ConfigError as e:
+            p.error(f"{variant}: {e}")
     faces = FaceDataset.load(a.data, ".cache/datasets", progress=False).images
     gens: list[tuple[str, torch.nn.Module | None]] = [("untrained G", None)]
     if a.checkpoint:
         gens.append((f"{a.checkpoint.name}", load_checkpoint(a.checkpoint).generator().eval()))
-    print(f"| fakes from | D | " + " | ".join(f"step {s}: real / fake" for s in
-                                            range(0, a.steps + 1, a.every)) + " |")
+    print("| fakes from | D | " + " | ".join(f"step {s}: real / fake" for s in
+                                           range(0, a.steps + 1, a.every)) + " |")
     print("|---|---|" + "---:|" * len(range(0, a.steps + 1, a.every)))
     for gname, G in gens:
-        for entry in a.variants.split(","):
-            variant, *extra = entry.split(";")
+        for variant, *extra in entries:
             rows = probe(variant, faces, G, a.steps, a.every, a.batch, extra)
             cells = " | ".join(f"{r:.2f} / {f:.2f}" for _, r, f in rows)
-            print(f"| {gname} | {entry} | {cells} |", flush=True)
+            print(f"| {gname} | {';'.join([variant, *extra])} | {cells} |", flush=True)
     return 0
 
 

@@ -83,3 +83,15 @@ def test_d_probe_prints_one_row_per_discriminator(faces_dir, tmp_path):
         cells = [c.strip() for c in r.strip("| ").split(" | ")[2:]]
         assert len(cells) == 3
         assert all(0 <= float(x) <= 1 for c in cells for x in c.split(" / "))
+
+
+def test_a_bad_entry_is_one_line_before_any_training(faces_dir, tmp_path):
+    p = compare(tmp_path, "--data", str(faces_dir), "--variants", "forcecore,capsule+bogus",
+                "--train")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "capsule+bogus: unknown variant part 'bogus'" in p.stderr
+    assert not (tmp_path / "runs").exists()
+    probe = subprocess.run([sys.executable, str(REPO / "bench" / "d_probe.py"), "--data",
+                            str(faces_dir), "--variants", "capsule;loss.kind=nope"],
+                           cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 2 and "bad value for 'loss.kind'" in probe.stderr
