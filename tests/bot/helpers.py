@@ -8,6 +8,9 @@ from datetime import timedelta
 from sqlalchemy import update
 
 from bot import store
+from bot.channels import build_channels
+from bot.checkpoints import ensure_active
+from bot.db import open_database
 from bot.models import Delivery, utcnow
 
 
@@ -20,6 +23,18 @@ class Seeds(random.Random):
 
     def randrange(self, *_args):
         return self.seeds.pop(0)
+
+
+def started(settings):
+    """The database of `settings`, upgraded, with the default checkpoint active."""
+    sessions = open_database(settings.database_url)
+    ensure_active(sessions, settings)
+    return sessions
+
+
+def bot_parts(settings):
+    """(settings, sessions, channels) of a bot started from `settings`."""
+    return settings, started(settings), build_channels(settings.channels, settings.data_dir)
 
 
 def delivery(sessions, post_id: int, channel: str) -> Delivery:

@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 
 from bot import BotError, posting, store
-from bot.checkpoints import ensure_active, publish
+from bot.checkpoints import publish
 from bot.config import Memorisation, load_settings
 from bot.db import open_database
 from gan.memorisation import NearestIndex, build_index, thumbnails
-from helpers import Seeds
+from helpers import Seeds, started
 from tests.conftest import REAL_FACES
 
 DEFAULT_MIN = Memorisation().min_distance
@@ -104,8 +104,7 @@ def test_a_bad_index_file_is_a_clear_error(tmp_path):
 def post_past_a_training_face(settings, faces_dir, monkeypatch, caplog):
     """One post where seed 2 "draws" training face 5 (to be refused) and seed 3 is the
     model's own; returns the sessions and the copied face."""
-    sessions = open_database(settings.database_url)
-    ensure_active(sessions, settings)
+    sessions = started(settings)
     real_render = posting.render
     copy = Image.fromarray(face(faces_dir, 5))
     monkeypatch.setattr(posting, "render",
@@ -222,8 +221,7 @@ def test_a_missing_faces_folder_turns_the_guard_off_with_a_warning(write_config,
     settings = load_settings(write_config(memorisation={"faces": "no-such-faces"}))
     missing = tmp_path / "no-such-faces"
     # The bot still posts; a one-shot post says why the guard is off, once per process.
-    sessions = open_database(settings.database_url)
-    ensure_active(sessions, settings)
+    sessions = started(settings)
     with caplog.at_level(logging.WARNING, logger="bot.posting"):
         posting.post_once(sessions, settings, {"a": Recorder()}, rng=Seeds(1))
         posting.post_once(sessions, settings, {"a": Recorder()}, rng=Seeds(2))

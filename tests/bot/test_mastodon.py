@@ -16,7 +16,6 @@ from sqlalchemy import update
 from bot import posting, store
 from bot.channels import build_channels
 from bot.channels.mastodon import MastodonChannel, status_length
-from bot.checkpoints import ensure_active
 from bot.cli import main
 from bot.config import load_settings
 from bot.db import open_database
@@ -54,10 +53,8 @@ def setup(write_config, server):
     channel alone, pointed at the fake server."""
     def make(bot: dict | None = None, **mastodon):
         channel = {"instance_url": server.url, "request_timeout_s": 2, **mastodon}
-        settings = load_settings(write_config(channels={"mastodon": channel}, **(bot or {})))
-        sessions = open_database(settings.database_url)
-        ensure_active(sessions, settings)
-        return settings, sessions, build_channels(settings.channels, settings.data_dir)
+        return helpers.bot_parts(load_settings(write_config(channels={"mastodon": channel},
+                                                            **(bot or {}))))
     return make
 
 
@@ -306,12 +303,10 @@ def test_secrets_stay_out_of_logs_and_database(server, write_config, tmp_path, c
         "mastodon": {"instance_url": server.url},
         "spare": {"type": "mastodon", "instance_url": server.url,
                   "access_token": {"file": "bad-token"}}}
-    settings = load_settings(write_config(channels=channels_cfg))
-    sessions = open_database(settings.database_url)
-    ensure_active(sessions, settings)
+    settings, sessions, channels = helpers.bot_parts(load_settings(write_config(
+        channels=channels_cfg)))
     with caplog.at_level(logging.DEBUG):
-        posting.post_once(sessions, settings, build_channels(settings.channels,
-                                                             settings.data_dir))
+        posting.post_once(sessions, settings, channels)
     assert delivery(sessions).state == "posted"  # one failing channel never blocks another
     assert delivery(sessions, channel="spare").state == "failed"
     assert "refused the access token" in caplog.text and "the file " in caplog.text

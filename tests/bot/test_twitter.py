@@ -24,7 +24,6 @@ from oauthlib.oauth1.rfc5849.utils import escape
 from bot import posting, store
 from bot.channels import build_channels
 from bot.channels.twitter import TwitterChannel, tweet_length
-from bot.checkpoints import ensure_active
 from bot.cli import main
 from bot.config import load_settings
 from bot.db import open_database
@@ -186,10 +185,7 @@ def setup(write_config):
     """setup(channels=None, bot=None, **twitter_settings) -> (settings, sessions, channels)."""
     def make(channels: dict | None = None, bot: dict | None = None, **twitter):
         channels = channels or {"twitter": {"request_timeout_s": 2, **twitter}}
-        settings = load_settings(write_config(channels=channels, **(bot or {})))
-        sessions = open_database(settings.database_url)
-        ensure_active(sessions, settings)
-        return settings, sessions, build_channels(settings.channels, settings.data_dir)
+        return helpers.bot_parts(load_settings(write_config(channels=channels, **(bot or {}))))
     return make
 
 
