@@ -146,15 +146,34 @@ def load_index(path: str | Path) -> NearestIndex:
 
 
 def build_index(folder: str | Path, out: str | Path, cache_dir: str | Path | None = None,
-                progress: bool = True) -> NearestIndex:
-    """Index every face of `folder` (as training loads them) into the file `out`."""
-    from gan.data import FaceDataset
+                progress: bool = True, chunk: int = 2048) -> NearestIndex:
+    """Index every face of `folder` (as training loads them) into the file `out`.
 
-    faces = FaceDataset.load(folder, cache_dir, progress=progress)
-    if faces.names is None:  # an old decoded cache that cannot name its faces: decode again
-        faces = FaceDataset.load(folder, None, progress=progress)
-    index = NearestIndex.from_images(faces.images, faces.names,
-                                     str(Path(folder).expanduser().resolve()), progress=progress)
+    Without a decoded-faces cache the faces are decoded and reduced to features `chunk` at a
+    time: the index of 20k faces then never holds their 250 MB of pixels."""
+    from gan.data import FaceDataset, decode_faces, image_files, warn_skipped
+
+    source = str(Path(folder).expanduser().resolve())
+    faces = FaceDataset.load(folder, cache_dir, progress=progress) if cache_dir else None
+    if faces is not None and faces.names is not None:
+        index = NearestIndex.from_images(faces.images, faces.names, source, progress=progress)
+    else:  # no cache, or an old one that cannot name its faces: decode, chunk by chunk
+        del faces
+        files = image_files(folder)
+        skipped: list[tuple[str, str]] = []
+        names, feats, block = [], [], []
+        for name, face in decode_faces(files, folder, skipped, progress):
+            names.append(name)
+            block.append(face)
+            if len(block) == chunk:
+                feats.append(thumbnails(np.stack(block)))
+                block = []
+        if block:
+            feats.append(thumbnails(np.stack(block)))
+        if not names:
+            raise DataError(f"no readable image in {folder} ({len(files)} files tried)")
+        warn_skipped(skipped, folder)
+        index = NearestIndex(np.concatenate(feats), np.array(names), source)
     index.save(out)
     log.info("indexed %d faces of %s into %s", len(index), folder, out)
     return index

@@ -387,6 +387,10 @@ def train(cfg: Config, resume: Path | None = None,
         run_dir = prepare_run(cfg)
     else:
         run_dir = None
+    if run_dir is not None and dataset.skipped:
+        listed = dataset.write_skipped(run_dir / "skipped.txt")
+        log.warning("the %d skipped file(s) of the dataset are listed in %s",
+                    len(dataset.skipped), listed)
     trainer = Trainer(cfg, dataset, run_dir, ck)
     if trainer.dist.world > 1:
         # Only rank 0 names the run folder; the others learn it to find the grids' seeds etc.

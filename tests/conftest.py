@@ -59,3 +59,23 @@ def real_faces() -> list[Path]:
         pytest.skip(f"real faces not found at {REAL_FACES} (set WAIFU_FACES_DIR; "
                     "they live in ../shared beside the repo)")
     return sorted(REAL_FACES.glob("*.jpg"))[:8]
+
+
+def write_bomb_png(path: Path, side: int = 30000) -> Path:
+    """A decompression bomb: a side x side all-black 1-bit PNG, ~100 kB on disk, written
+    without ever holding the image (Pillow would need side**2 bytes to make one)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    z = zlib.compressobj(9)
+    row = b"\0" * (1 + (side + 7) // 8)  # filter byte + packed bits
+    idat = b"".join(z.compress(row * 1000) for _ in range(side // 1000))
+    idat += z.compress(row * (side % 1000)) + z.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path

@@ -46,8 +46,8 @@ def test_unreadable_files_are_skipped_and_counted(faces_dir, caplog):
     (faces_dir / "truncated.png").write_bytes(good[: len(good) // 2])
     ds = FaceDataset.load(faces_dir, cache_dir=None, progress=False)
     assert len(ds) == 24
-    assert sorted(p.name for p in ds.skipped) == ["broken.png", "truncated.png"]
-    assert "skipped 2 unreadable image(s)" in caplog.text
+    assert [name for name, _ in ds.skipped] == ["broken.png", "truncated.png"]
+    assert "skipped 2 file(s)" in caplog.text
 
 
 def test_cache_is_used_and_invalidated(faces_dir, tmp_path):
@@ -103,3 +103,66 @@ def test_real_faces_load(real_faces, tmp_path):
     assert ds.images.shape == (len(real_faces), 3, 64, 64)
     assert ds.images.float().std() > 20  # real pictures, not blanks
     assert clean(tmp_path, progress=False).flagged == 0
+
+
+def _hostile(folder):
+    """A bomb, a 16-bit grayscale ramp, a folder named like an image, AppleDouble files."""
+    from tests.conftest import write_bomb_png
+    write_bomb_png(folder / "bomb.png")
+    ramp = (np.arange(64)[None, :].repeat(64, 0) * 1040).astype(np.uint16)  # 0 .. 65520
+    Image.fromarray(ramp).save(folder / "deep.png")
+    (folder / "album.jpg").mkdir()
+    (folder / "._face000.png").write_bytes(b"\0\5\x16\7" + b"\0" * 80)  # macOS metadata
+    (folder / "._face001.png").write_bytes(b"\0\5\x16\7" + b"\0" * 80)
+    return ramp
+
+
+def test_hostile_files_are_skipped_and_named(faces_dir, tmp_path, caplog):
+    ramp = _hostile(faces_dir)
+    ds = FaceDataset.load(faces_dir, cache_dir=tmp_path / "cache", progress=False)
+    assert len(ds) == 25  # the 24 faces and the 16-bit one
+    assert [name for name, _ in ds.skipped] == ["._face000.png", "._face001.png",
+                                                "album.jpg", "bomb.png"]
+    assert "skipped 4 file(s)" in caplog.text
+    for name in ("bomb.png", "album.jpg", "._face000.png", "._face001.png"):
+        assert name in caplog.text
+    assert "DecompressionBomb" not in caplog.text
+    # 16 bits scaled to 8, not clipped to white: the ramp's ends are black and white.
+    deep = ds.images[ds.names.index("deep.png")][0].numpy().astype(int)
+    assert deep[:, 0].max() == 0 and deep[:, -1].min() >= 250
+    assert np.abs(deep[0] - ramp[0] / 257).max() <= 3  # resampling changes a step or two
+    # The decoded cache remembers what was skipped, and why.
+    again = FaceDataset.load(faces_dir, cache_dir=tmp_path / "cache", progress=False)
+    assert again.skip_reasons == ds.skip_reasons and len(again) == 25
+
+
+def test_skip_warning_names_five_and_the_list_goes_to_a_file(faces_dir, tmp_path, caplog):
+    for i in range(8):
+        (faces_dir / f"bad{i}.png").write_bytes(b"not a png")
+    ds = FaceDataset.load(faces_dir, cache_dir=None, progress=False)
+    line = next(r.getMessage() for r in caplog.records if "skipped" in r.getMessage())
+    assert sum(f"bad{i}.png" in line for i in range(8)) == 5 and "3 more" in line
+    listing = ds.write_skipped(tmp_path / "run" / "skipped.txt").read_text().splitlines()
+    assert [x.split("\t")[0] for x in listing] == [f"bad{i}.png" for i in range(8)]
+    assert all("not an image" in x for x in listing)
+
+
+def test_clean_reports_hostile_files(faces_dir):
+    _hostile(faces_dir)
+    report = clean(faces_dir, progress=False, near_dup_bits=-1)
+    found = {cat: sorted(p.name for p, _ in items) for cat, items in report.problems.items()
+             if items}
+    assert found == {"not-image": ["._face000.png", "._face001.png", "album.jpg"],
+                     "unreadable": ["bomb.png"]}
+    assert "decompression bomb" in dict(report.problems["unreadable"])[faces_dir / "bomb.png"]
+
+
+def test_training_lists_skipped_files_in_its_run_folder(faces_dir, tiny):
+    from gan.config import load_config
+    from gan.training import train
+    for i in range(7):
+        (faces_dir / f"bad{i}.png").write_bytes(b"not a png")
+    (faces_dir / "album.jpg").mkdir()
+    run_dir, _ = train(load_config(None, tiny + ["train.total_images=8"]))
+    listed = [x.split("\t")[0] for x in (run_dir / "skipped.txt").read_text().splitlines()]
+    assert listed == ["album.jpg"] + [f"bad{i}.png" for i in range(7)]

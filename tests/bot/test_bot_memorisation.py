@@ -294,3 +294,23 @@ def test_real_faces_refused_shipped_samples_accepted(tmp_path):
     assert (index.nearest(np.stack(recoded))[0] < DEFAULT_MIN).all()
     d, _ = index.nearest(generate_array(SHIPPED, list(range(16))))
     assert (d > DEFAULT_MIN).all(), d
+
+
+def test_hostile_faces_are_skipped_by_the_index_command_and_the_bots_build(
+        write_config, faces_dir, tmp_path, capsys, caplog):
+    from gan.cli import main
+    from tests.conftest import write_bomb_png
+
+    write_bomb_png(faces_dir / "bomb.png")
+    (faces_dir / "album.jpg").mkdir()
+    (faces_dir / "._face000.png").write_bytes(b"\0\5\x16\7" + b"\0" * 80)
+    assert main(["index", str(faces_dir), "--out", str(tmp_path / "i.npz"),
+                 "--cache-dir", "none"]) == 0
+    assert "indexed 24 faces" in capsys.readouterr().out
+    settings = load_settings(write_config(memorisation={"faces": str(faces_dir)}))
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        posting.log_guard(settings.memorisation, settings.data_dir)
+    assert "memorisation index built: 24 faces" in caplog.text
+    skipped = next(r.getMessage() for r in caplog.records if "skipped 3 file(s)" in r.getMessage())
+    assert all(n in skipped for n in ("bomb.png", "album.jpg", "._face000.png"))
