@@ -247,6 +247,26 @@ def _apply_override(data: dict, item: str) -> None:
         raise ConfigError(f"override '{item}': the value is not valid YAML") from None
 
 
+def _check_top_level(doc: Any, path: Path) -> None:
+    """A file that would leave the bot on its defaults without a word is a mistake: an empty
+    file, one without a `bot:` section, a misspelt section name. The file is shared with the
+    trainer, so its sections are known here too."""
+    if doc is None:
+        raise ConfigError(f"{path}: the file is empty; the bot's settings go under 'bot:'")
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping with a 'bot:' section")
+    from gan.config import Config  # the trainer's top-level keys (light: pydantic, no torch)
+    known = {"bot", "metrics", *Config.model_fields}
+    unknown = [str(k) for k in doc if k not in known]
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(repr(k) for k in unknown)} (known: "
+                          f"{', '.join(sorted(known))})")
+    if "bot" not in doc:
+        raise ConfigError(f"{path}: no 'bot:' section, so nothing here is for the bot; put "
+                          "its settings under 'bot:' (an empty 'bot:' means all defaults)")
+
+
 def load_settings(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Settings:
     """Settings from the `bot:` section of a YAML file (./config.yaml when not given).
 
@@ -266,9 +286,8 @@ def load_settings(path: str | Path | None = None, overrides: Sequence[str] = ())
             where = f" at line {mark.line + 1}" if mark else ""
             problem = getattr(e, "problem", None) or "cannot parse"
             raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
-        if doc is not None and not isinstance(doc, dict):
-            raise ConfigError(f"{path}: expected a mapping with a 'bot:' section")
-        data = (doc or {}).get("bot") or {}
+        _check_top_level(doc, path)
+        data = doc.get("bot") or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the 'bot:' section must be a mapping")
     elif explicit:

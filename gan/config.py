@@ -252,12 +252,24 @@ def resolve(tree: dict[str, Any]) -> Config:
         raise ConfigError(_format_validation(e)) from None
 
 
+def _unknown_in_file(tree: dict[str, Any], path: Path | None) -> None:
+    """An unknown key written in the file is the file's mistake: say which file."""
+    try:
+        Config.model_validate(tree)
+    except ValidationError as e:
+        extra = [err for err in e.errors() if err["type"] == "extra_forbidden"]
+        if extra:
+            raise ConfigError(f"{path}: unknown setting "
+                              f"'{'.'.join(str(x) for x in extra[0]['loc'])}'") from None
+
+
 def load_config(path: Path | None = None, overrides: list[str] | None = None) -> Config:
     """config.yaml (its `train:`-side keys; the `bot:` and `metrics:` sections are ignored
     here) + overrides."""
     tree = read_yaml(path) if path is not None else {}
     tree.pop("bot", None)
     tree.pop("metrics", None)
+    _unknown_in_file(tree, path)
     cfg = resolve(_merge(tree, parse_overrides(overrides or [])))
     # Only here, at the user's edge: the first meta-device build costs ~1.5 s of lazy torch
     # imports, which loading a checkpoint (whose config was checked when it trained) need not pay.

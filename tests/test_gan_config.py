@@ -45,3 +45,15 @@ def test_bot_section_does_not_disturb_training_config(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("variant: dcgan\nbot:\n  anything: here\n")
     assert load_config(path).model.generator == "dcgan"
+
+
+def test_an_unknown_key_in_the_file_names_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("variant: dcgan\ntrain:\n  batch_sise: 8\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}: unknown setting 'train.batch_sise'"
+    path.write_text("variant: dcgan\n")
+    with pytest.raises(ConfigError) as e:  # an override's mistake is not the file's
+        load_config(path, ["model.colour=red"])
+    assert str(e.value) == "unknown setting 'model.colour'"

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_defaults_resolve_against_the_config_folder(tmp_path: Path, monkeypatch):
     cfg = tmp_path / "conf" / "config.yaml"
     cfg.parent.mkdir()
-    cfg.write_text("other_section: {x: 1}\nbot:\n  data_dir: d\n")
+    cfg.write_text("train: {batch_size: 8}\nbot:\n  data_dir: d\n")  # the trainer's: fine
     monkeypatch.chdir(tmp_path)  # a different working directory must not matter
     s = load_settings(cfg)
     assert s.data_dir == tmp_path / "conf" / "d"
@@ -62,6 +62,11 @@ def test_overrides_apply_on_top(tmp_path: Path):
      "bot.channels: outbox.colour: unknown key"),
     ("bot:\n  channels: {outbox: yes}\n", "bot.channels: outbox: must be a mapping"),
     ("- just a list\n", "expected a mapping"),
+    ("", "the file is empty"),
+    ("# only a comment\n", "the file is empty"),
+    ("variant: dcgan\ntrain: {batch_size: 8}\n", "no 'bot:' section"),
+    ("bott:\n  data_dir: d\n", "unknown top-level key 'bott'"),
+    ("bot: {}\nschedule: {cron: '0 9 * * mon'}\n", "unknown top-level key 'schedule'"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, expected: str):
     cfg = tmp_path / "config.yaml"
@@ -120,3 +125,18 @@ def test_config_yaml_lists_every_setting_with_its_default(monkeypatch, tmp_path:
     # Every key written out (a channel's `type` may be left to its name).
     documented = {k for k in _keys(loaded.model_dump(mode="json")) if not k.endswith(".type")}
     assert documented - _keys(section) == set()
+
+
+def test_the_cli_refuses_a_config_that_says_nothing(tmp_path: Path, capsys, restore_logging):
+    from bot.cli import main
+    cfg = tmp_path / "empty.yaml"
+    cfg.write_text("")
+    assert main(["--config", str(cfg), "status"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {cfg}: the file is empty") and "\n" not in err
+
+
+def test_an_empty_bot_section_means_the_defaults(tmp_path: Path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("bot:\n")
+    assert load_settings(cfg).data_dir == tmp_path / "data" / "bot"
