@@ -13,7 +13,7 @@ An entry may also be `LABEL=VARIANT;key=value;...`
 (e.g. `capsule-bce=capsule;loss.kind=bce`): that variant with those settings, as its own row.
 A run is found by its name, `cmp-<label>`, in --runs-dir; with --train a missing run is
 trained and an unfinished one resumed. Each run's final checkpoint is evaluated with
-`gan.metrics.evaluate` (metrics.json beside it, reused while the file is unchanged).
+`gan.metrics.evaluate` (<ckpt>.metrics.json beside it, reused while the file is unchanged).
 Outputs, in --out: `<label>.jpg` (seeds 0-63 of the EMA generator), `overview.jpg` (seeds
 0-15 of every variant, labelled), `losses.png` (every run's curves on shared axes), and the
 markdown table, printed and written between the `<!-- results:table -->` markers of

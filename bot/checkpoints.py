@@ -57,8 +57,8 @@ def publish(sessions: sessionmaker[Session], path: Path) -> Checkpoint:
     ck = _load(path)
     render(ck, 0)  # a checkpoint that loads but cannot draw must not go live
     from gan.metrics import read_metrics
-    # `python train.py evaluate` leaves metrics.json beside the file it measured; an exported
-    # checkpoint may carry them inside.
+    # `python train.py evaluate` leaves <stem>.metrics.json beside the file it measured; an
+    # exported checkpoint may carry them inside.
     metrics = read_metrics(path, sha, warn=ck.metrics is None) or ck.metrics
     with sessions.begin() as s:
         row = store.checkpoint_by_sha(s, sha)

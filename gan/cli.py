@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser(
         "evaluate", help="FHD (or FID), KID, precision/recall and nearest-training-face "
-        "distances of a checkpoint's samples; writes metrics.json beside it",
+        "distances of a checkpoint's samples; writes <name>.metrics.json beside it",
         description="example: python train.py evaluate checkpoints/default.pt "
         "--data ../shared/data/animefaces  (see docs/metrics.md)")
     v.add_argument("checkpoint", type=Path)
@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="settings file whose metrics: section applies (default: config.yaml)")
     v.add_argument("--cache-dir", default=".cache/datasets",
                    help="decoded-faces cache, 'none' for no cache (default: .cache/datasets)")
-    v.add_argument("--no-write", action="store_true", help="print only; no metrics.json")
+    v.add_argument("--no-write", action="store_true", help="print only; no metrics file")
 
     x = sub.add_parser("index", help="build the memorisation index of a face folder (for the "
                        "bot's guard and `evaluate --index`)",
@@ -195,7 +195,7 @@ def _cmd_export(a) -> int:
     from gan.metrics import read_metrics
 
     ck = load_checkpoint(a.checkpoint)
-    measured = read_metrics(a.checkpoint)  # metrics.json of this very file travels along
+    measured = read_metrics(a.checkpoint)  # the metrics of this very file travel along
     if measured is not None:
         ck.metrics = measured
     out = export_checkpoint(ck, a.out, fp16=not a.fp32)

@@ -31,7 +31,10 @@ from gan.files import file_sha256
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
+# Metrics belong to one checkpoint file: default.pt's are default.metrics.json beside it, so
+# evaluating another checkpoint of the same folder never replaces them.
+METRICS_SUFFIX = ".metrics.json"
+LEGACY_METRICS_FILE = "metrics.json"  # one per folder, written before; read when it matches
 
 
 # --- the statistics -----------------------------------------------------------------------
@@ -302,17 +305,14 @@ def evaluate(checkpoint: str | Path, data: str | Path, cfg, index: str | Path | 
 
 
 def metrics_path(checkpoint: str | Path) -> Path:
-    return Path(checkpoint).parent / METRICS_FILE
+    """<stem>.metrics.json beside the checkpoint: checkpoints/default.metrics.json."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + METRICS_SUFFIX)
 
 
 def write_metrics(checkpoint: str | Path, metrics: dict[str, Any]) -> Path:
-    """metrics.json beside the checkpoint (one per folder: it names the file it measured)."""
+    """The checkpoint's own metrics file beside it (it also names the file it measured)."""
     path = metrics_path(checkpoint)
-    old = read_json(path)
-    old_file = ((old or {}).get("checkpoint") or {}).get("file")
-    if old_file and old_file != Path(checkpoint).name:
-        log.warning("%s held the metrics of %s; now those of %s", path, old_file,
-                    Path(checkpoint).name)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     tmp.replace(path)
@@ -329,17 +329,19 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 def read_metrics(checkpoint: str | Path, sha256: str | None = None,
                  warn: bool = True) -> dict[str, Any] | None:
-    """The metrics.json beside a checkpoint, if it measured this very file (same sha256);
-    else None (with a warning, unless `warn` is false, when it measured another file)."""
+    """The checkpoint's metrics file, if it measured this very file (same sha256); else None
+    (with a warning, unless `warn` is false, when it measured another file). A folder-wide
+    metrics.json of older versions is still read when it measured this file."""
     checkpoint = Path(checkpoint)
-    path = metrics_path(checkpoint)
-    data = read_json(path) if path.is_file() else None
-    if data is None:
-        return None
-    measured = (data.get("checkpoint") or {}).get("sha256")
-    if measured != (sha256 or file_sha256(checkpoint)):
-        if warn:
+    own, legacy = metrics_path(checkpoint), checkpoint.with_name(LEGACY_METRICS_FILE)
+    for path in (own, legacy):
+        data = read_json(path) if path.is_file() else None
+        if data is None:
+            continue
+        sha256 = sha256 or file_sha256(checkpoint)
+        if (data.get("checkpoint") or {}).get("sha256") == sha256:
+            return data
+        if warn and path == own:
             log.warning("%s measured another file (%s), not %s: not used", path,
                         (data.get("checkpoint") or {}).get("file", "unknown"), checkpoint.name)
-        return None
-    return data
+    return None

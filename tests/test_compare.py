@@ -10,6 +10,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from gan.metrics import read_metrics
+from gan.training import latest_checkpoint
 from tests.conftest import TINY
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +41,7 @@ def test_compare_trains_evaluates_and_writes_the_table(faces_dir, tmp_path):
         cfg = json.loads((run / "config.json").read_text())
         assert cfg["variant"] == variant and cfg["seed"] == 0 and cfg["loss"]["kind"] == loss
         assert cfg["train"]["total_images"] == 32 and cfg["model"]["g_width"] == 8
-        metrics = json.loads((run / "metrics.json").read_text())
+        metrics = read_metrics(latest_checkpoint(run))
         assert metrics["samples"] == 24 and metrics["checkpoint"]["images_seen"] == 32
         assert Image.open(tmp_path / "results" / f"{label}.jpg").size == (8 * 66 + 2,) * 2
     assert Image.open(tmp_path / "results" / "overview.jpg").width == 16 * 66 + 2
@@ -50,7 +52,7 @@ def test_compare_trains_evaluates_and_writes_the_table(faces_dir, tmp_path):
     rows = [line for line in doc.splitlines() if line.startswith("| forcecore")
             or line.startswith("| capsule-bce |")]
     assert len(rows) == 2
-    fhd = json.loads((runs[0] / "metrics.json").read_text())["fhd"]
+    fhd = read_metrics(latest_checkpoint(runs[0]))["fhd"]
     assert f"| forcecore | {fhd:.2f} |" in doc
 
     # A second call reuses the finished runs and their metrics: no new run folder.

@@ -226,7 +226,7 @@ def test_evaluate_writes_metrics_json(faces_dir, tmp_path, capsys):
                "--config", str(empty), "--cache-dir", "none"])
     out = capsys.readouterr().out
     assert rc == 0 and "FHD" in out and "nearest training face" in out
-    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    m = json.loads((tmp_path / "run" / "tiny.metrics.json").read_text())
     assert m["extractor"] == "hog" and m["samples"] == 16 and m["reference_images"] == 24
     assert m["fhd"] > 0 and 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1
     assert {"kid_mean", "kid_std", "seconds", "feature_dim"} <= set(m)
@@ -253,4 +253,4 @@ def test_evaluate_with_inception_and_no_weights_is_one_line(faces_dir, tmp_path,
     err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: ")
     assert "pt_inception-2015-12-05-6726825d.pth" in err[0]
-    assert not (tmp_path / "metrics.json").exists()
+    assert not (tmp_path / "tiny.metrics.json").exists()

@@ -254,7 +254,7 @@ def test_publish_records_the_metrics_beside_the_checkpoint(write_config, tmp_pat
     ck = make_tiny_checkpoint(tmp_path / "run" / "mine.pt", seed=3)
     metrics = {"fhd": 4.8731, "kid_mean": 0.0091, "precision": 0.6, "recall": 0.3,
                "checkpoint": {"file": "mine.pt", "sha256": file_sha256(ck)}}
-    (ck.parent / "metrics.json").write_text(json.dumps(metrics))
+    (ck.parent / "mine.metrics.json").write_text(json.dumps(metrics))
     settings = load_settings(write_config(quality_metric="fhd", caption="{quality}"))
     sessions = open_database(settings.database_url)
     row = publish(sessions, ck)
