@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -244,13 +245,24 @@ def setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
+def _quiet_broken_pipe() -> int:
+    # The reader of stdout went away (`status | head -3`): nothing left to say. stdout goes to
+    # /dev/null so that the interpreter's last flush does not complain either.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # argparse itself ignores a closed pipe (--help)
     setup_logging(args.verbose)
     try:
         from bot.config import load_settings
         settings = load_settings(args.config, args.set)
-        return args.func(settings, args)
+        rc = args.func(settings, args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the try, not at exit
+        return rc
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except BotError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot import BotError
@@ -19,11 +20,38 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
+SETTING = "bot.database_url"
+# The driver modules SQLAlchemy imports, and what installs them.
+INSTALL = {"psycopg": "pip install -e '.[postgres]' (or pip install 'psycopg[binary]')",
+           "psycopg2": "pip install psycopg2-binary", "MySQLdb": "pip install mysqlclient",
+           "pymysql": "pip install pymysql"}
+
+
+def _create(url: str) -> Engine:
+    """create_engine, with a missing dialect or driver as one line naming the setting."""
+    try:
+        return create_engine(url)
+    except NoSuchModuleError:
+        kind = url.partition(":")[0]
+        raise BotError(f"{SETTING}: unknown database kind '{kind}' (SQLAlchemy knows e.g. "
+                       "sqlite:///data/bot/bot.db, postgresql+psycopg://user@host/db)") from None
+    except ImportError as e:  # the dialect is known, its driver is not installed
+        module = e.name or str(e)
+        how = INSTALL.get(module, f"pip install {module}")
+        raise BotError(f"{SETTING}: the database driver '{module}' is not installed: "
+                       f"{how}") from None
+
+
 def make_engine(url: str) -> Engine:
-    engine = create_engine(url)
+    engine = _create(url)
     if engine.dialect.name == "sqlite":
         if engine.url.database and engine.url.database != ":memory:":
-            Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(engine.url.database).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise BotError(f"{SETTING}: cannot create the folder {folder} for the SQLite "
+                               f"file: {e.strerror}") from None
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
@@ -63,5 +91,10 @@ def upgrade(engine: Engine) -> None:
 
 def open_database(url: str) -> sessionmaker[Session]:
     engine = make_engine(url)
-    upgrade(engine)
+    try:
+        upgrade(engine)
+    except OperationalError as e:  # no server, refused login, an unwritable SQLite file
+        reason = " ".join(str(e.orig or e).split())
+        raise BotError(f"{SETTING}: cannot open the database {engine.url.render_as_string()}: "
+                       f"{reason}") from None
     return sessionmaker(engine, expire_on_commit=False)
