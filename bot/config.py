@@ -119,9 +119,16 @@ class Schedule(BaseModel):
 
 
 class Retry(BaseModel):
+    """Transient failures (network, timeouts, 5xx) are retried, the wait doubling from
+    base_delay_s up to max_delay_s, until give_up_after_h after the first of them; then the
+    delivery is failed (`retry` revives it). Permanent ones (401, 403, 422) fail at once."""
+
     model_config = ConfigDict(extra="forbid")
 
-    max_attempts: int = Field(5, ge=1)
+    give_up_after_h: float = Field(24.0, gt=0)
+    # Also give up after this many attempts; null: only give_up_after_h decides. A rate limit
+    # (429) never counts as an attempt.
+    max_attempts: int | None = Field(None, ge=1)
     base_delay_s: float = Field(30.0, ge=0)
     max_delay_s: float = Field(3600.0, ge=0)
     poll_s: float = Field(60.0, gt=0)

@@ -105,5 +105,28 @@ class Delivery(Base):
     remote_url: Mapped[str | None] = mapped_column(Text)
     idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Set and committed just before the request that may create the remote post (a status,
+    # a tweet): from then on an attempt first looks for that post on the server. Unlike
+    # `attempts`, `retry` never resets it, and no server-side key expiry makes it forget.
+    maybe_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The image as uploaded by an earlier attempt, reused while the server still has it.
+    media_id: Mapped[str | None] = mapped_column(Text)
+    # The first of the transient failures in a row; past retry.give_up_after_h it fails.
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     post: Mapped[Post] = relationship(back_populates="deliveries")
+
+
+class ChannelState(Base):
+    """What the bot knows about a channel as a whole, so that a restart knows it too."""
+
+    __tablename__ = "channel_states"
+
+    channel: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # A server's rate limit (429): no request to this channel before this time.
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    pause_reason: Mapped[str | None] = mapped_column(Text)
+    # The first transient failure since the channel last delivered; the daemon warns once
+    # (warned_at) when that is an hour ago.
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -8,7 +8,13 @@ Order of events for a post:
 4. deliver each; every outcome is committed before the next delivery starts.
 A crash anywhere leaves either nothing (before 3) or pending deliveries (after 3), which the
 next run or tick finishes first. A delivery's attempt is committed before its network call,
-so a crash mid-call still counts towards the retry limit.
+so a crash mid-call still counts; so is the fact that the request creating the remote post
+was (maybe) sent, so that every later attempt looks for that post before posting.
+
+Transient failures are retried with capped exponential backoff, counted from the end of each
+attempt, until `retry.give_up_after_h` after the first of them; permanent ones fail at once.
+A rate limit (429) pauses the whole channel until the server's reset, without spending the
+delivery's attempt; the pause is in the database, so a restart keeps it too.
 """
 
 from __future__ import annotations
@@ -32,10 +38,11 @@ from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot import BotError, locks, store
-from bot.channels.base import Channel, DeliveryError, Outgoing, Permanent, template_fields
+from bot.channels.base import (Channel, DeliveryError, Outgoing, Permanent, RateLimited,
+                               template_fields)
 from bot.checkpoints import load_published, render
 from bot.config import Dedup, Memorisation, Settings
-from bot.models import FAILED, POSTED, Checkpoint, Delivery, Post, utcnow
+from bot.models import FAILED, POSTED, ChannelState, Checkpoint, Delivery, Post, utcnow
 from bot.secret import redact
 
 if TYPE_CHECKING:
@@ -301,22 +308,34 @@ def _record(sessions: sessionmaker[Session], settings: Settings, channels: list[
         return post.id
 
 
-def _outgoing(d: Delivery, settings: Settings) -> Outgoing:
+def _outgoing(s: Session, d: Delivery, settings: Settings) -> Outgoing:
     p, ck = d.post, d.post.checkpoint
+
+    def sending() -> None:
+        if d.maybe_sent_at is None:
+            d.maybe_sent_at = utcnow()
+            s.commit()  # before the request: a crash during it must not forget it was sent
+
+    def uploaded(media_id: str) -> None:
+        d.media_id = media_id
+        s.commit()
+
     return Outgoing(post_id=p.id, idempotency_key=d.idempotency_key,
                     image_path=settings.data_dir / p.image_path, caption=p.caption,
                     alt_text=p.alt_text, seed=p.seed, checkpoint=Path(ck.path).name,
                     variant=ck.variant, step=ck.step, images_seen=ck.images_seen,
                     created_at=p.created_at, quality=_quality(ck, settings.quality_metric),
-                    attempt=d.attempts)
+                    attempt=d.attempts, maybe_sent=d.maybe_sent_at is not None,
+                    media_id=d.media_id, on_sending=sending, on_media=uploaded)
 
 
 JITTER = 0.1
+FAILING_WARNING = timedelta(hours=1)
 
 
 def backoff(settings: Settings, attempts: int, retry_after: float | None) -> timedelta:
     r = settings.retry
-    delay = min(r.max_delay_s, r.base_delay_s * 2 ** (attempts - 1))
+    delay = min(r.max_delay_s, r.base_delay_s * 2 ** min(attempts - 1, 64))
     # A server's own wait (429) wins even past max_delay_s: retrying earlier only fails again.
     wait = max(delay, retry_after or 0)
     # Up to 10% more at random, so deliveries that failed together (one outage, one rate-limit
@@ -324,52 +343,84 @@ def backoff(settings: Settings, attempts: int, retry_after: float | None) -> tim
     return timedelta(seconds=wait * (1 + JITTER * random.random()))
 
 
+def _failed(settings: Settings, d: Delivery, state: ChannelState, e: Exception) -> None:
+    """Record a failed attempt: retry later, pause the channel, or give up."""
+    # From the end of the attempt: a 30 s timeout must not use up a 30 s backoff.
+    ended = utcnow()
+    reason = redact(str(e) or type(e).__name__)
+    if not isinstance(e, DeliveryError):
+        # Unclassified (a library's own exception, a bug): retried like a network error,
+        # with the traceback in the log.
+        log.exception("post %d → %s: unexpected error", d.post_id, d.channel)
+    d.last_error = reason
+    if isinstance(e, Permanent):
+        d.state = FAILED
+        log.error("post %d → %s: failed for good: %s", d.post_id, d.channel, reason)
+        return
+    if isinstance(e, RateLimited):
+        # The server did not look at the request: the attempt does not count, and no request
+        # goes to this channel (for any post) before the reset.
+        d.attempts -= 1
+        wait = e.retry_after if e.retry_after else settings.retry.base_delay_s
+        state.paused_until = ended + timedelta(seconds=wait)
+        state.pause_reason = reason
+        d.next_attempt_at = ended + backoff(settings, 1, wait)
+        log.warning("%s: %s; paused until %s", d.channel, reason,
+                    state.paused_until.isoformat(timespec="seconds"))
+        return
+    d.failing_since = d.failing_since or ended
+    state.failing_since = state.failing_since or ended
+    r = settings.retry
+    horizon = timedelta(hours=r.give_up_after_h)
+    if ended - d.failing_since >= horizon or (r.max_attempts and d.attempts >= r.max_attempts):
+        d.state = FAILED
+        log.error("post %d → %s: failed after %d attempts over %s: %s (`retry` tries again)",
+                  d.post_id, d.channel, d.attempts,
+                  str(ended - d.failing_since).split(".")[0], reason)
+    else:
+        d.next_attempt_at = ended + backoff(settings, d.attempts,
+                                            getattr(e, "retry_after", None))
+        log.warning("post %d → %s: %s; attempt %d, next at %s", d.post_id, d.channel, reason,
+                    d.attempts, d.next_attempt_at.isoformat(timespec="seconds"))
+    if ended - state.failing_since >= FAILING_WARNING and state.warned_at is None:
+        state.warned_at = ended
+        log.warning("%s has been failing since %s: %s", d.channel,
+                    state.failing_since.isoformat(timespec="seconds"), reason)
+
+
 def _deliver_one(s: Session, settings: Settings, channel: Channel | None, d: Delivery,
-                 now: datetime) -> None:
+                 state: ChannelState) -> None:
     if channel is None:
         d.state, d.last_error = FAILED, f"channel '{d.channel}' is not enabled in the config"
         log.error("post %d → %s: %s", d.post_id, d.channel, d.last_error)
         return
     d.attempts += 1
-    d.updated_at = now
+    d.updated_at = utcnow()
     s.commit()
     try:
-        receipt = channel.deliver(_outgoing(d, settings))
+        receipt = channel.deliver(_outgoing(s, d, settings))
     except Exception as e:
-        reason = redact(str(e) or type(e).__name__)
-        if not isinstance(e, DeliveryError):
-            # Unclassified (a library's own exception, a bug): retried like a network error,
-            # within the same attempt limit, with the traceback in the log.
-            log.exception("post %d → %s: unexpected error", d.post_id, d.channel)
-        d.last_error = reason
-        if isinstance(e, Permanent):
-            d.state = FAILED
-            log.error("post %d → %s: failed for good: %s", d.post_id, d.channel, reason)
-        elif d.attempts >= settings.retry.max_attempts:
-            d.state = FAILED
-            log.error("post %d → %s: failed after %d attempts: %s", d.post_id, d.channel,
-                      d.attempts, reason)
-        else:
-            d.next_attempt_at = now + backoff(settings, d.attempts,
-                                              getattr(e, "retry_after", None))
-            log.warning("post %d → %s: %s; attempt %d of %d, next at %s", d.post_id, d.channel,
-                        reason, d.attempts, settings.retry.max_attempts,
-                        d.next_attempt_at.isoformat(timespec="seconds"))
+        _failed(settings, d, state, e)
         return
     d.state, d.remote_id, d.remote_url, d.last_error = POSTED, receipt.remote_id, receipt.url, None
+    d.failing_since = state.failing_since = state.warned_at = None
     log.info("posted post %d to %s: %s", d.post_id, d.channel, receipt.url or receipt.remote_id)
 
 
 def _deliver_due(sessions: sessionmaker[Session], settings: Settings,
                  channels: dict[str, Channel]) -> int:
+    tried = 0
     with sessions() as s:
-        due = store.due_deliveries(s, utcnow())
-        for d in due:
-            _deliver_one(s, settings, channels.get(d.channel), d, utcnow())
+        for d in store.due_deliveries(s, utcnow()):
+            state = store.channel_state(s, d.channel)
+            if state.paused_until is not None and state.paused_until > utcnow():
+                continue  # rate limited: it waits, and keeps its attempts
+            _deliver_one(s, settings, channels.get(d.channel), d, state)
+            tried += 1
             d.updated_at = utcnow()
             s.commit()
             _crash_point("after_delivery")
-    return len(due)
+    return tried
 
 
 def post_once(sessions: sessionmaker[Session], settings: Settings,
@@ -387,7 +438,8 @@ def post_once(sessions: sessionmaker[Session], settings: Settings,
 
 def deliver_pending(sessions: sessionmaker[Session], settings: Settings,
                     channels: dict[str, Channel]) -> int:
-    """Deliver every pending delivery whose backoff has run out; returns how many were tried."""
+    """Deliver every pending delivery whose backoff has run out and whose channel is not
+    paused by a rate limit; returns how many were tried."""
     with locks.hold(locks.lock_path(settings, "post")):
         return _deliver_due(sessions, settings, channels)
 

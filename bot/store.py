@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from bot.models import FAILED, PENDING, Checkpoint, Delivery, Post, utcnow
+from bot.models import FAILED, PENDING, ChannelState, Checkpoint, Delivery, Post, utcnow
 
 
 def active_checkpoint(s: Session) -> Checkpoint | None:
@@ -74,8 +74,28 @@ def last_error(s: Session) -> Delivery | None:
 
 
 def reset_failed(s: Session) -> int:
-    """Failed deliveries back to pending with a fresh attempt budget; returns how many."""
+    """Failed deliveries back to pending with a fresh attempt budget; returns how many.
+    What they know of earlier attempts (maybe sent, the uploaded image) stays."""
     result = s.execute(update(Delivery).where(Delivery.state == FAILED)
                        .values(state=PENDING, attempts=0, next_attempt_at=None,
-                               updated_at=utcnow()))
+                               failing_since=None, updated_at=utcnow()))
     return result.rowcount
+
+
+def channel_state(s: Session, channel: str) -> ChannelState:
+    """The channel's row, made (unsaved until the caller commits) when it has none yet."""
+    state = s.get(ChannelState, channel)
+    if state is None:
+        state = ChannelState(channel=channel)
+        s.add(state)
+    return state
+
+
+def paused_channels(s: Session, now: datetime) -> list[ChannelState]:
+    return list(s.scalars(select(ChannelState).where(ChannelState.paused_until > now)
+                          .order_by(ChannelState.channel)))
+
+
+def failing_channels(s: Session) -> list[ChannelState]:
+    return list(s.scalars(select(ChannelState).where(ChannelState.failing_since.is_not(None))
+                          .order_by(ChannelState.channel)))

@@ -4,7 +4,9 @@ A channel gets everything it needs in an `Outgoing` (no database objects), so a 
 plain class that can be tested alone. It must be safe to call twice with the same
 `idempotency_key`: after a crash between the remote call and the database commit, the bot
 delivers again, and the channel should make that a no-op (outbox: same file names; Mastodon:
-the Idempotency-Key header; X: a look-up when X refuses the text as a duplicate).
+the Idempotency-Key header; both social channels: a look-up of the account's latest posts once
+an earlier attempt may have reached the server, which the channel reports with
+`Outgoing.on_sending` before the request that creates the post).
 """
 
 from __future__ import annotations
@@ -55,9 +57,14 @@ class Outgoing:
     images_seen: int
     created_at: datetime
     quality: str = ""  # "FHD 9.54" (bot.quality_metric), or empty
-    # 1 on the first try. Above 1, an earlier try may have posted and then died or lost the
-    # answer: a channel whose server cannot dedupe for it looks for that post first.
-    attempt: int = 1
+    attempt: int = 1  # 1 on the first try (`retry` starts again at 1)
+    # An earlier attempt sent the request that creates the post, and may have posted before
+    # it died or lost the answer: the channel looks for that post first.
+    maybe_sent: bool = False
+    media_id: str | None = None  # the image as an earlier attempt uploaded it, to reuse
+    # The channel calls these; each is committed to the database before it returns.
+    on_sending: Callable[[], None] = lambda: None  # just before the request creating the post
+    on_media: Callable[[str], None] = lambda media_id: None  # an upload's id, to reuse later
 
     def render(self, template: str) -> str:
         """A channel's own caption template, filled like the bot-wide one."""
@@ -91,6 +98,11 @@ class Retryable(DeliveryError):
         self.retry_after = retry_after  # seconds the server asked us to wait, if it said
 
 
+class RateLimited(Retryable):
+    """A 429: the whole channel waits `retry_after` seconds (the server's reset), and the
+    delivery's attempt does not count."""
+
+
 class Permanent(DeliveryError):
     """Retrying cannot help (401/403/422, bad config): the delivery is marked failed."""
 
@@ -116,7 +128,9 @@ def wait_for(ready: Callable[[], T | None], deadline_s: float, what: str,
 def error_for_status(status: int, message: str,
                      retry_after: float | None = None) -> DeliveryError:
     """Classify an HTTP error response, for channels that talk HTTP."""
-    if status in (408, 429) or status >= 500:
+    if status == 429:
+        return RateLimited(f"HTTP {status}: {message}", retry_after)
+    if status == 408 or status >= 500:
         return Retryable(f"HTTP {status}: {message}", retry_after)
     return Permanent(f"HTTP {status}: {message}")
 

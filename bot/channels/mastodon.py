@@ -3,8 +3,9 @@ server has processed it, then post the status under the delivery's idempotency k
 
 The client is set up to fail fast and plainly:
 - `mastodon_version` pinned with `version_check_mode="created"`: the library never asks the
-  server for its version, so uploads always use POST /api/v2/media, and an unreachable server
-  is a MastodonNetworkError instead of the RecursionError of a failed version check
+  server for its version, so uploads use POST /api/v2/media (a server without it, answering
+  404, gets POST /api/v1/media from then on), and an unreachable server is a
+  MastodonNetworkError instead of the RecursionError of a failed version check
   (halcy/Mastodon.py#450);
 - `ratelimit_method="throw"`: a 429 is ours to schedule (the delivery waits in the database),
   where the default "wait" would sleep inside the daemon, for ever if need be;
@@ -12,8 +13,9 @@ The client is set up to fail fast and plainly:
 
 A repeated attempt (the last one timed out, or the process died before the database heard how
 it went) sends the same Idempotency-Key, so Mastodon answers with the status it already has
-instead of posting again. Mastodon remembers a key for one hour only: a repeat after that first
-looks for the status among the account's recent ones.
+instead of posting again. Mastodon remembers a key for one hour only, so once an attempt has
+sent the status request, every later one first looks for the status among the account's recent
+ones. The uploaded image is kept on the delivery and reused while the server still has it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import logging
 import re
 import time
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator, Literal
 from urllib.parse import urlsplit
@@ -33,16 +34,15 @@ from mastodon import (Mastodon, MastodonAPIError, MastodonError, MastodonNetwork
 from pydantic import Field, field_validator
 
 from bot.channels.base import (CLOCK_SKEW, Channel, ChannelSettings, Outgoing, Permanent,
-                               Receipt, Retryable, error_for_status, wait_for)
+                               RateLimited, Receipt, Retryable, error_for_status, wait_for)
 from bot.config import SecretRef, Template
 
 log = logging.getLogger(__name__)
 
 # The oldest Mastodon with every endpoint used here (GET /api/v2/instance came in 4.0).
 API_VERSION = "4.0.0"
-# Mastodon keeps an Idempotency-Key for 3600 s from the status call, which comes after the post
-# row is made: within this much of the row's time the key alone is safe.
-KEY_LIFETIME = timedelta(minutes=55)
+# Mastodon.py uploads to POST /api/v1/media for servers it believes older than 3.1.4.
+LEGACY_MEDIA_VERSION = (3, 0, 0)
 # Mastodon's own limits, for servers whose instance information does not state them.
 DEFAULT_MAX_CHARACTERS, DEFAULT_DESCRIPTION_LIMIT = 500, 1500
 URL_LENGTH = 23  # Mastodon counts every link as 23 characters, whatever its length
@@ -112,6 +112,7 @@ class MastodonChannel(Channel):
                             request_timeout=settings.request_timeout_s,
                             user_agent="waifu-gen (Mastodon.py)")
         self._limits: tuple[int, int] | None = None
+        self._media_v1 = False  # the server has no /api/v2/media: learnt once, then kept
 
     def where(self) -> str:
         return self.settings.instance_url
@@ -136,24 +137,78 @@ class MastodonChannel(Channel):
     def deliver(self, post: Outgoing) -> Receipt:
         png = post.png()
         caption = post.render(self.settings.caption) if self.settings.caption else post.caption
-        s = self.settings
         with self._errors():
             self._check_limits(caption, post.alt_text)
-            if (post.attempt > 1 and datetime.now(timezone.utc) - post.created_at > KEY_LIFETIME
-                    and (earlier := self._find_earlier(post, caption))):
+            # An earlier attempt sent the status and may have posted it: look, whatever the
+            # age of the idempotency key (Mastodon forgets it after an hour).
+            if post.maybe_sent and (earlier := self._find_earlier(post, caption)):
                 log.info("post %d: already on %s as %s (posted by an earlier attempt)",
                          post.post_id, self.host, earlier.url)
                 return earlier
-            media = self.api.media_post(png, mime_type="image/png", description=post.alt_text,
-                                        file_name=f"face-{post.post_id}.png")
-            if media.get("url") is None:  # 202: the server is still processing it
-                media = wait_for(lambda: self._processed(media.id), s.processing_deadline_s,
-                                 f"media processing on {self.host}", self.POLL_FIRST_S)
-            status = self.api.status_post(
-                caption, media_ids=[media.id], visibility=s.visibility, sensitive=s.sensitive,
-                spoiler_text=s.spoiler_text or None, language=s.language,
-                idempotency_key=post.idempotency_key)
+            media_id = self._reusable_media(post.media_id)
+            reused = media_id is not None
+            media_id = media_id or self._upload(png, post)
+            post.on_sending()
+            try:
+                status = self._status_post(caption, media_id, post.idempotency_key)
+            except MastodonAPIError as e:
+                if not (reused and len(e.args) > 1 and e.args[1] == 422):
+                    raise
+                # The kept image was removed or attached meanwhile: upload it again, once.
+                status = self._status_post(caption, self._upload(png, post),
+                                           post.idempotency_key)
         return Receipt(remote_id=str(status.id), url=status.url)
+
+    def _status_post(self, caption: str, media_id: str, key: str) -> dict:
+        s = self.settings
+        return self.api.status_post(
+            caption, media_ids=[media_id], visibility=s.visibility, sensitive=s.sensitive,
+            spoiler_text=s.spoiler_text or None, language=s.language, idempotency_key=key)
+
+    def _upload(self, png: bytes, post: Outgoing) -> str:
+        """Upload the image, keep its id on the delivery, and wait until it is processed."""
+        args = dict(mime_type="image/png", description=post.alt_text,
+                    file_name=f"face-{post.post_id}.png")
+        media = None
+        if not self._media_v1:
+            try:
+                media = self.api.media_post(png, **args)
+            except MastodonNotFoundError:
+                log.info("%s has no /api/v2/media: uploading to /api/v1/media from now on",
+                         self.host)
+                self._media_v1 = True
+        if media is None:
+            media = self._media_post_v1(png, args)
+        post.on_media(str(media.id))
+        return self._ready(media)
+
+    def _media_post_v1(self, png: bytes, args: dict) -> dict:
+        # Mastodon.py picks the endpoint by the server version it believes in: for this one
+        # call, an older one.
+        api = self.api
+        pinned = api.mastodon_major, api.mastodon_minor, api.mastodon_patch
+        api.mastodon_major, api.mastodon_minor, api.mastodon_patch = LEGACY_MEDIA_VERSION
+        try:
+            return api.media_post(png, **args)
+        finally:
+            api.mastodon_major, api.mastodon_minor, api.mastodon_patch = pinned
+
+    def _reusable_media(self, media_id: str | None) -> str | None:
+        """The image an earlier attempt uploaded, processed, if the server still has it
+        unattached (it shows no other kind)."""
+        if media_id is None:
+            return None
+        try:
+            return self._ready(self.api.media(media_id))
+        except MastodonNotFoundError:
+            return None
+
+    def _ready(self, media: dict) -> str:
+        if media.get("url") is None:  # 202/206: the server is still processing it
+            media = wait_for(lambda: self._processed(media.id),
+                             self.settings.processing_deadline_s,
+                             f"media processing on {self.host}", self.POLL_FIRST_S)
+        return str(media.id)
 
     def _processed(self, media_id: str) -> dict | None:
         media = self.api.media(media_id)  # 206 while processing, 200 with a URL when done
@@ -208,7 +263,7 @@ class MastodonChannel(Channel):
             # server's clock; a stale or missing value leaves the wait to the backoff.
             reset = self.api.ratelimit_reset
             wait = max(0.0, reset - time.time()) if reset else None
-            raise Retryable(f"{self.host}: rate limit reached"
+            raise RateLimited(f"{self.host}: rate limit reached"
                             + (f"; it resets in {wait:.0f} s" if wait is not None else ""),
                             wait) from None
         except MastodonUnauthorizedError as e:

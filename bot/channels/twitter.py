@@ -5,12 +5,12 @@ POST /2/media/upload through the client's own requests session, signed with the 
 user credentials tweepy signs with; the alt text goes to POST /2/media/metadata; then
 `Client.create_tweet(media_ids=...)`.
 
-X has no idempotency key, but it refuses a tweet whose text repeats a recent one (403
-"duplicate content"). Captions name the post number and seed, so on a repeated attempt that
-refusal most likely means an earlier attempt posted the tweet and the process died before the
-database heard of it: the channel then looks for the tweet among the account's latest (two
-reads, only in that case) and records it. On a first attempt the refusal means the caption
-template makes identical texts, and the error says so.
+X has no idempotency key. Once an attempt has sent the tweet request, every later attempt
+first looks for the tweet among the account's latest (two reads) and records it if there. X
+also refuses a tweet whose text repeats a recent one (403 "duplicate content"): after a sent
+attempt that means the tweet exists (looked for again: a timeline may lag); before any, that
+the caption template makes identical texts, and the error says so. The uploaded image's id is
+kept on the delivery and reused while X still has it (a day).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import tweepy
 from pydantic import Field
 
 from bot.channels.base import (CLOCK_SKEW, Channel, ChannelSettings, Outgoing, Permanent,
-                               Receipt, Retryable, error_for_status, wait_for)
+                               RateLimited, Receipt, Retryable, error_for_status, wait_for)
 from bot.config import SecretRef, Template
 
 log = logging.getLogger(__name__)
@@ -156,27 +156,50 @@ class TwitterChannel(Channel):
             raise Permanent(f"the alt text is {len(post.alt_text)} characters; X allows "
                             f"{MAX_ALT_TEXT}: shorten the alt_text template")
         with self._errors():
-            media_id = self._upload(png, post.post_id)
-            self._post(METADATA_URL, json={"id": media_id,
-                                           "metadata": {"alt_text": {"text": post.alt_text}}})
+            if post.maybe_sent and (earlier := self._earlier(post, caption)):
+                return earlier
             try:
-                tweet = self.client.create_tweet(text=caption, media_ids=[media_id])
+                tweet = self._tweet(caption, self._media(png, post, post.media_id))
+            except (tweepy.BadRequest, tweepy.NotFound):
+                if post.media_id is None:
+                    raise
+                # X no longer has the kept image (it keeps one a day): upload it again, once.
+                tweet = self._tweet(caption, self._media(png, post, None))
             except tweepy.Forbidden as e:
                 if not any("duplicate" in str(m).lower() for m in e.api_messages):
                     raise
                 refused = f"X refused the text as a duplicate of a recent tweet ({_message(e)})"
-                if post.attempt == 1:
+                if not post.maybe_sent:
                     raise Permanent(f"{refused}: keep {{post_number}} or {{seed}} in the "
                                     "caption template so that every post's text differs"
                                     ) from None
-                if earlier := self._find_earlier(post, caption):
-                    log.info("post %d: already on X as %s (posted by an earlier attempt)",
-                             post.post_id, earlier.url)
+                if earlier := self._earlier(post, caption):
                     return earlier
                 raise Permanent(f"{refused}, and no tweet of this post is among the account's "
                                 "latest: check the account") from None
         tweet_id = str(tweet.data["id"])
         return Receipt(remote_id=tweet_id, url=f"https://x.com/i/web/status/{tweet_id}")
+
+    def _media(self, png: bytes, post: Outgoing, media_id: str | None) -> str:
+        """`media_id` (kept from an earlier attempt) or a new upload, with its alt text set;
+        then the tweet request may go out."""
+        if media_id is None:
+            media_id = self._upload(png, post.post_id)
+            post.on_media(media_id)
+        self._post(METADATA_URL, json={"id": media_id,
+                                       "metadata": {"alt_text": {"text": post.alt_text}}})
+        post.on_sending()
+        return media_id
+
+    def _tweet(self, caption: str, media_id: str) -> tweepy.Response:
+        return self.client.create_tweet(text=caption, media_ids=[media_id])
+
+    def _earlier(self, post: Outgoing, caption: str) -> Receipt | None:
+        earlier = self._find_earlier(post, caption)
+        if earlier is not None:
+            log.info("post %d: already on X as %s (posted by an earlier attempt)",
+                     post.post_id, earlier.url)
+        return earlier
 
     def _post(self, url: str, **kwargs: Any) -> dict:
         resp = self.client.session.post(url, auth=self.auth, **kwargs)
@@ -231,7 +254,7 @@ class TwitterChannel(Channel):
             yield
         except tweepy.TooManyRequests as e:
             wait = max(0.0, e.reset_time - time.time()) if e.reset_time else None
-            raise Retryable("X: rate limit reached"
+            raise RateLimited("X: rate limit reached"
                             + (f"; it resets in {wait:.0f} s" if wait is not None else ""),
                             wait) from None
         except tweepy.Unauthorized as e:

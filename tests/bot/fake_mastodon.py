@@ -4,8 +4,9 @@ multipart fields, media processing, text limits, idempotency), so that the real 
 client can be tested against it.
 
 Faults are scripted per test: `fail(...)` answers the next matching requests with an error
-(429 with its X-RateLimit-Reset, 5xx, 422, ...); `delay(...)` does the work and then answers
-late, like a server whose answer is lost to a client timeout.
+(429 with its X-RateLimit-Reset, 5xx, 422, ...), or with `after_work=True` does the work first
+(a status stored, then a 500); `delay(...)` does the work and then answers late, like a server
+whose answer is lost to a client timeout.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class Fault:
     headers: dict[str, str]
     delay: float
     times: int
+    after_work: bool = False  # do what was asked, then answer the error anyway
 
 
 @dataclass
@@ -100,13 +102,14 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeMastodon:
     def __init__(self, token: str = "fake-token", version: str = "4.3.2",
                  max_characters: int = 500, description_limit: int | None = 1500,
-                 processing_polls: int = 0, instance_v2: bool = True):
+                 processing_polls: int = 0, instance_v2: bool = True, media_v2: bool = True):
         self.token = token
         self.version = version
         self.max_characters = max_characters
         self.description_limit = description_limit  # None: the instance does not say
         self.processing_polls = processing_polls
         self.instance_v2 = instance_v2
+        self.media_v2 = media_v2  # False: no POST /api/v2/media (older servers, Pixelfed)
         # The token's application's scopes; None: no such endpoint (not Mastodon)
         self.scopes: list[str] | None = ["write:media", "write:statuses", "read:accounts"]
         self.image_size_limit = 16 * 1024 * 1024
@@ -140,9 +143,10 @@ class FakeMastodon:
 
     # ---- scripting
     def fail(self, method: str, path: str, status: int, error: str = "", times: int = 1,
-             headers: dict[str, str] | None = None, delay: float = 0.0) -> None:
+             headers: dict[str, str] | None = None, delay: float = 0.0,
+             after_work: bool = False) -> None:
         self.faults.append(Fault(method, path, status, error or f"HTTP {status}",
-                                 headers or {}, delay, times))
+                                 headers or {}, delay, times, after_work))
 
     def rate_limit(self, method: str, path: str, reset_in_s: float, times: int = 1) -> None:
         reset = iso(datetime.now(timezone.utc) + timedelta(seconds=reset_in_s))
@@ -185,14 +189,13 @@ class FakeMastodon:
                 self.requests.append(seen)
                 fault = self._take_fault(seen)
             headers: dict[str, str] = {}
-            if fault is not None and fault.status is not None:
-                time.sleep(fault.delay)
-                status, payload, headers = fault.status, {"error": fault.error}, fault.headers
-            else:
+            if fault is None or fault.status is None or fault.after_work:
                 with self._lock:
                     status, payload = self._route(seen)
-                if fault is not None:
-                    time.sleep(fault.delay)
+            if fault is not None:
+                time.sleep(fault.delay)
+                if fault.status is not None:
+                    status, payload, headers = fault.status, {"error": fault.error}, fault.headers
             self._send(h, status, payload, headers)
         finally:
             with self._lock:
@@ -231,8 +234,8 @@ class FakeMastodon:
                 "error": "Record not found"})
         if r.headers.get("Authorization") != f"Bearer {self.token}":
             return 401, {"error": "The access token is invalid"}
-        if m == "POST" and p == "/api/v2/media":
-            return self._upload(r)
+        if m == "POST" and (p == "/api/v1/media" or p == "/api/v2/media" and self.media_v2):
+            return self._upload(r, synchronous=p == "/api/v1/media")
         if m == "GET" and (match := re.fullmatch(r"/api/v1/media/(\d+)", p)):
             return self._poll(match.group(1))
         if m == "POST" and p == "/api/v1/statuses":
@@ -270,7 +273,7 @@ class FakeMastodon:
                 "remote_url": None, "description": media.description, "blurhash": None,
                 "meta": {"original": {"width": 64, "height": 64}}}
 
-    def _upload(self, r: Seen) -> tuple[int, Any]:
+    def _upload(self, r: Seen, synchronous: bool = False) -> tuple[int, Any]:
         if set(r.files) - {"file", "thumbnail"} or "file" not in r.files:
             return 422, {"error": "Validation failed: File can't be blank"}
         name, ctype, data = r.files["file"]
@@ -285,13 +288,15 @@ class FakeMastodon:
         if description is not None and len(description) > limit:
             return 422, {"error": f"Validation failed: Description is too long "
                                   f"(maximum is {limit} characters)"}
-        media = Media(str(next(self._ids)), description, self.processing_polls, data)
+        # The v1 endpoint answers once the image is processed.
+        media = Media(str(next(self._ids)), description,
+                      0 if synchronous else self.processing_polls, data)
         self.media[media.id] = media
         return (202 if media.polls_left else 200), self._media_json(media)
 
     def _poll(self, media_id: str) -> tuple[int, Any]:
         media = self.media.get(media_id)
-        if media is None:
+        if media is None or media.status_id is not None:  # Mastodon shows unattached ones only
             return 404, {"error": "Record not found"}
         if media.polls_left:
             media.polls_left -= 1

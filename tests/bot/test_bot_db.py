@@ -10,6 +10,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
@@ -17,7 +18,8 @@ from bot import BotError
 from bot.db import MIGRATIONS, alembic_config, make_engine, open_database, upgrade
 from bot.models import Base, Checkpoint
 
-TABLES = {"checkpoints", "posts", "deliveries"}
+TABLES = {"checkpoints", "posts", "deliveries", "channel_states"}
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def _revision(engine) -> str | None:
@@ -29,9 +31,9 @@ def test_upgrade_from_empty_creates_the_tables(tmp_path: Path):
     engine = make_engine(f"sqlite:///{tmp_path / 'sub' / 'bot.db'}")
     upgrade(engine)
     assert TABLES <= set(inspect(engine).get_table_names())
-    assert _revision(engine) == "0001"
+    assert _revision(engine) == HEAD
     upgrade(engine)  # at head already: a no-op, not an error
-    assert _revision(engine) == "0001"
+    assert _revision(engine) == HEAD
 
 
 def test_models_match_the_migrations(tmp_path: Path):
@@ -62,7 +64,7 @@ def test_alembic_command_reads_the_url_from_the_bot_config(tmp_path: Path, resto
                  cmd_opts=argparse.Namespace(x=[f"config={cfg_file}"]))
     command.upgrade(cfg, "head")
     # The relative SQLite path resolves against the config file's folder.
-    assert _revision(make_engine(f"sqlite:///{tmp_path / 'cli.db'}")) == "0001"
+    assert _revision(make_engine(f"sqlite:///{tmp_path / 'cli.db'}")) == HEAD
 
 
 def test_database_newer_than_the_code_is_refused(tmp_path: Path):
