@@ -43,17 +43,27 @@ def make_trigger(schedule: Schedule) -> BaseTrigger:
 
 
 def first_run_time(schedule: Schedule, trigger: BaseTrigger, last_post_at: datetime | None,
-                   now: datetime) -> datetime | None:
-    """When the first post is due: now when posting at start, else the first slot after the
-    last post, which may lie in the past (missed while down); APScheduler then runs it once if
-    it is within misfire_grace_s. None: no post yet, the trigger alone decides."""
-    if schedule.post_at_start:
-        return now
+                   now: datetime) -> tuple[datetime | None, str]:
+    """When the first post is due, and why (for the log). The slot after the last post may lie
+    in the past (missed while down): APScheduler then runs it once if it is within
+    misfire_grace_s. post_at_start posts now only when that slot has passed, i.e. the last post
+    is older than the interval, so a crash loop under systemd does not flood the account.
+    None: no post yet and none at start, the trigger alone decides."""
     if last_post_at is None:
-        return None
+        if schedule.post_at_start:
+            return now, "no post yet: posting at start"
+        return None, "no post yet"
     if schedule.cron is not None:
-        return trigger.get_next_fire_time(None, last_post_at)
-    return last_post_at + timedelta(minutes=schedule.interval_minutes)
+        slot = trigger.get_next_fire_time(None, last_post_at)
+    else:
+        slot = last_post_at + timedelta(minutes=schedule.interval_minutes)
+    last = last_post_at.isoformat(sep=" ", timespec="seconds")
+    if not schedule.post_at_start:
+        return slot, f"the last post was at {last}"
+    if slot <= now:
+        return now, f"the last post, at {last}, is older than the schedule: posting at start"
+    return slot, (f"no post at start: the last post, at {last}, is more recent than the "
+                  "schedule's interval")
 
 
 def build_scheduler(settings: Settings, trigger: BaseTrigger, post_job: Callable[[], None],
@@ -141,7 +151,8 @@ def run_daemon(settings: Settings) -> None:
             last = store.last_post_time(s)
         schedule = settings.schedule
         trigger = make_trigger(schedule)
-        first = first_run_time(schedule, trigger, last, utcnow())
+        first, why = first_run_time(schedule, trigger, last, utcnow())
+        log.info("%s", why)
         sched = build_scheduler(settings, trigger, post_job, deliver_job, first)
         started = utcnow().isoformat(timespec="seconds")
 

@@ -32,11 +32,24 @@ def test_first_run_time():
     cron = Schedule(cron="30 * * * *", interval_minutes=None, post_at_start=False)
     now = SUNDAY_NOON
     last = now - timedelta(hours=3, minutes=10)
-    assert first_run_time(Schedule(post_at_start=True), None, last, now) == now
-    assert first_run_time(interval, make_trigger(interval), None, now) is None
-    assert first_run_time(interval, make_trigger(interval), last, now) == last + timedelta(hours=1)
-    assert first_run_time(cron, make_trigger(cron), last, now) == datetime(
-        2026, 11, 29, 9, 30, tzinfo=timezone.utc)
+
+    def first(schedule: Schedule, last_post_at: datetime | None) -> datetime | None:
+        return first_run_time(schedule, make_trigger(schedule), last_post_at, now)[0]
+
+    assert first(Schedule(post_at_start=True), None) == now
+    assert first(interval, None) is None
+    assert first(interval, last) == last + timedelta(hours=1)
+    assert first(cron, last) == datetime(2026, 11, 29, 9, 30, tzinfo=timezone.utc)
+    # Posting at start only when the last post is older than the schedule.
+    at_start = interval.model_copy(update={"post_at_start": True})
+    assert first(at_start, last) == now
+    recent = now - timedelta(minutes=20)
+    when, why = first_run_time(at_start, make_trigger(at_start), recent, now)
+    assert when == recent + timedelta(hours=1) and why.startswith("no post at start")
+    cron_at_start = cron.model_copy(update={"post_at_start": True})
+    assert first(cron_at_start, last) == now  # the 09:30 slot was missed
+    assert first(cron_at_start, now - timedelta(minutes=1)) == datetime(
+        2026, 11, 29, 12, 30, tzinfo=timezone.utc)
 
 
 @contextmanager
