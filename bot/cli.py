@@ -136,6 +136,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         counts = store.delivery_counts(s)
         err = store.last_error(s)
         last = store.last_post_time(s)
+        paused = store.paused_channels(s, datetime.now(timezone.utc))
+        failing = store.failing_channels(s)
     daemon = locks.holder_info(locks.lock_path(settings, "daemon"))
     due = daemon and daemon.get("next_post_at")
     print("active checkpoint: " + (f"#{ck.id} {Path(ck.path).name} ({ck.variant}, step "
@@ -148,6 +150,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     print("memorisation guard: " + describe_guard(settings.memorisation, settings.data_dir))
     print("deliveries: " + ", ".join(f"{counts.get(k, 0)} {k}"
                                      for k in ("posted", "pending", "failed")))
+    for c in paused:
+        print(f"channel {c.channel}: paused until {_when(c.paused_until)} ({c.pause_reason})")
+    for c in failing:
+        print(f"channel {c.channel}: failing since {_when(c.failing_since)}, retried by itself")
     if err is not None:
         print(f"last error: post {err.post_id} → {err.channel} ({err.state}, "
               f"{_when(err.updated_at)}): {err.last_error}")

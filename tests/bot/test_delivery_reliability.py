@@ -81,3 +81,97 @@ def test_a_late_retry_after_commit_then_500_posts_once_on_x(setup, x, restore_lo
     d = helpers.delivery(sessions, 1, "twitter")
     assert (d.state, d.remote_id) == ("posted", tweet["id"])
     assert len(x.seen("POST", "/2/media/upload")) == 1  # found before uploading again
+
+
+# ---- 2. a 429 pauses its channel, across deliveries and restarts
+
+def test_a_429_pauses_the_channel_until_the_reset_and_only_that_channel(setup, server, capsys,
+                                                                        restore_logging):
+    server.rate_limit("POST", "/api/v2/media", reset_in_s=600)
+    cfg, settings, sessions, channels = setup({"outbox": {}, **mastodon(server)})
+    posting.post_once(sessions, settings, channels)
+    announced = len(server.requests)  # the last of them got the 429
+    posting.post_once(sessions, settings, channels)  # the next post: into the same window?
+    restarted = helpers.bot_parts(settings)  # a new process, in effect
+    assert posting.deliver_pending(restarted[1], settings, restarted[2]) == 0
+
+    assert len(server.requests) == announced  # nothing sent into the announced window
+    for post_id in (1, 2):
+        assert helpers.delivery(sessions, post_id, "outbox").state == "posted"
+        d = helpers.delivery(sessions, post_id, "mastodon")
+        assert (d.state, d.attempts) == ("pending", 0)  # waiting spends no attempt
+    assert main(["--config", str(cfg), "status"]) == 0
+    [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("channel ")]
+    assert line.startswith("channel mastodon: paused until ")
+    assert "rate limit reached; it resets in" in line
+
+    helpers.make_due(sessions)  # the reset has passed
+    posting.deliver_pending(sessions, settings, channels)
+    assert [helpers.delivery(sessions, i, "mastodon").state for i in (1, 2)] == ["posted"] * 2
+    assert len(server.statuses) == 2
+
+
+# ---- 3. one upload per post: the next attempt reuses the image while the server has it
+
+def uploads(server) -> int:
+    return len(server.seen("POST", "/api/v2/media")) + len(server.seen("POST", "/api/v1/media"))
+
+
+def retry_once(sessions, settings, channels) -> None:
+    helpers.make_due(sessions)
+    posting.deliver_pending(sessions, settings, channels)
+
+
+@pytest.mark.parametrize("fault", ["status-500", "processing-deadline"])
+def test_the_next_attempt_reuses_the_uploaded_image(setup, server, fault):
+    if fault == "status-500":
+        server.fail("POST", "/api/v1/statuses", 500, "try later")
+    else:
+        server.processing_polls = 10**6  # still processing when the first attempt gives up
+    _, settings, sessions, channels = setup(mastodon(server, processing_deadline_s=0.2))
+    posting.post_once(sessions, settings, channels)
+    d = helpers.delivery(sessions, 1, "mastodon")
+    assert d.state == "pending" and d.media_id == next(iter(server.media))
+    for media in server.media.values():
+        media.polls_left = 1  # done by the next attempt
+
+    retry_once(sessions, settings, channels)
+    [status] = server.statuses
+    assert helpers.delivery(sessions, 1, "mastodon").state == "posted"
+    assert uploads(server) == 1
+    assert status["media_attachments"][0]["id"] == d.media_id
+
+
+@pytest.mark.parametrize("gone", ["deleted", "refused"])
+def test_an_image_the_server_no_longer_has_is_uploaded_again(setup, server, gone):
+    server.fail("POST", "/api/v1/statuses", 500, "try later")
+    _, settings, sessions, channels = setup(mastodon(server))
+    posting.post_once(sessions, settings, channels)
+    if gone == "deleted":  # unattached media is removed after a day: GET answers 404
+        server.media.clear()
+    else:  # the server shows it, but will not attach it
+        server.fail("POST", "/api/v1/statuses", 422, "Validation failed: media not found")
+
+    retry_once(sessions, settings, channels)
+    [status] = server.statuses
+    d = helpers.delivery(sessions, 1, "mastodon")
+    assert d.state == "posted" and uploads(server) == 2
+    assert status["media_attachments"][0]["id"] == d.media_id  # the new one is kept
+
+
+def test_x_reuses_the_uploaded_image_while_x_has_it(setup, x):
+    x.fail("POST", "/2/tweets", (503, {"title": "Service Unavailable"}, {}))
+    _, settings, sessions, channels = setup({"twitter": {}})
+    posting.post_once(sessions, settings, channels)
+    retry_once(sessions, settings, channels)
+    assert helpers.delivery(sessions, 1, "twitter").state == "posted"
+    assert len(x.seen("POST", "/2/media/upload")) == 1
+
+    x.fail("POST", "/2/tweets", (503, {"title": "Service Unavailable"}, {}))
+    posting.post_once(sessions, settings, channels)
+    x.media.pop(helpers.delivery(sessions, 2, "twitter").media_id)  # expired (X keeps a day)
+    retry_once(sessions, settings, channels)
+    [_, tweet] = x.tweets
+    d = helpers.delivery(sessions, 2, "twitter")
+    assert (d.state, d.remote_id) == ("posted", tweet["id"])
+    assert len(x.seen("POST", "/2/media/upload")) == 3 and tweet["media_ids"] == [d.media_id]
