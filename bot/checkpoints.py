@@ -38,19 +38,33 @@ def render(ck: LoadedCheckpoint, seed: int) -> Image.Image:
     return generate(ck, [seed])[0]
 
 
-def load_published(row: Checkpoint) -> LoadedCheckpoint:
+class CheckpointUnavailable(BotError):
+    """A published checkpoint's file is missing or changed: worth trying again soon."""
+
+
+def problem(row: Checkpoint) -> str | None:
+    """Why a published checkpoint cannot be used now (its file missing or changed), or None."""
     path = Path(row.path)
     if not path.is_file():
-        raise BotError(f"checkpoint #{row.id} is missing: {path}")
+        return f"checkpoint #{row.id} is missing: {path}"
     if file_sha256(path) != row.sha256:
-        raise BotError(f"checkpoint #{row.id} ({path}) changed since it was published; "
-                       "publish it again to use it")
-    return _load(path)
+        return (f"checkpoint #{row.id} ({path}) changed since it was published; publish it "
+                "again to use it")
+    return None
+
+
+def load_published(row: Checkpoint) -> LoadedCheckpoint:
+    why = problem(row)
+    if why is not None:
+        raise CheckpointUnavailable(why)
+    return _load(Path(row.path))
 
 
 def publish(sessions: sessionmaker[Session], path: Path) -> Checkpoint:
     """Validate a checkpoint (safe load, one image), record it, and make it the active one."""
     path = Path(path).resolve()
+    if path.is_dir():
+        raise BotError(f"{path}: a folder, not a checkpoint file")
     if not path.is_file():
         raise BotError(f"checkpoint not found: {path}")
     sha = file_sha256(path)

@@ -9,14 +9,24 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+from functools import lru_cache
 from pathlib import Path
 
 from pydantic import SecretStr
 
 from bot import BotError
 
+log = logging.getLogger(__name__)
+
 _known: set[str] = set()
 MASK = "[secret]"
+# Real tokens are long; a shorter one is likely a placeholder, and masking it would be guesswork.
+MIN_LENGTH = 8
+# A short secret is masked only where it stands as a whole token: a test token "x" must not
+# turn "next" into "ne[secret]t". A long one is masked wherever it appears, also inside other
+# text (percent-encoded in a signed URL, "%3D<token>%26"): there it is a leak, not a word.
+_TOKEN_CHARS = r"[A-Za-z0-9_\-]"
 
 
 def read_secret(what: str, env: str | None = None, file: Path | None = None) -> SecretStr:
@@ -33,15 +43,28 @@ def read_secret(what: str, env: str | None = None, file: Path | None = None) -> 
                        "or name a file in the config")
     if not value:
         raise BotError(f"{what}: the secret is empty")
+    if len(value) < MIN_LENGTH:
+        where = f"the file {file}" if file is not None else f"${env}"
+        log.warning("%s: the secret in %s is only %d character%s long; real tokens are longer "
+                    "(a placeholder?)", what, where, len(value), "" if len(value) == 1 else "s")
     _known.add(value)
     return SecretStr(value)
 
 
-def redact(text: str) -> str:
+@lru_cache(maxsize=4)
+def _pattern(known: frozenset[str]) -> re.Pattern[str] | None:
     # Longest first, so a secret that contains another is masked whole.
-    for value in sorted(_known, key=len, reverse=True):
-        text = text.replace(value, MASK)
-    return text
+    values = sorted(known, key=len, reverse=True)
+    if not values:
+        return None
+    return re.compile("|".join(
+        re.escape(v) if len(v) >= MIN_LENGTH else
+        f"(?<!{_TOKEN_CHARS}){re.escape(v)}(?!{_TOKEN_CHARS})" for v in values))
+
+
+def redact(text: str) -> str:
+    pattern = _pattern(frozenset(_known))
+    return text if pattern is None else pattern.sub(MASK, text)
 
 
 class RedactingFilter(logging.Filter):

@@ -94,11 +94,32 @@ def checkpoint_dict(kind: str, cfg: Config, step: int, images_seen: int,
             "images_seen": int(images_seen), **states}
 
 
+def _not_a_torch_file(path: Path) -> str | None:
+    """Why the file cannot be a torch.save file, from its first bytes; None if it may be one.
+    torch.load would call random bytes a pickle "with objects other than tensors"."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):  # zip; pickle protocol >= 2
+        return None
+    try:
+        text = all(c.isprintable() or c in "\t\r\n" for c in head.decode("utf-8"))
+    except UnicodeDecodeError:
+        text = False
+    return "not a checkpoint file (not a zip/pickle" + ("; it looks like text)" if text else ")")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Load and check a checkpoint file; any problem is a CheckpointError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    not_torch = _not_a_torch_file(path)
+    if not_torch:
+        raise CheckpointError(f"{path}: {not_torch}")
     try:
         raw = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:

@@ -111,3 +111,24 @@ def test_newer_format_is_refused(tmp_path):
     torch.save(raw, p)
     with pytest.raises(CheckpointError, match="newer than this code"):
         load_checkpoint(p)
+
+
+@pytest.mark.parametrize("content, reason", [
+    (os.urandom(5000), "not a checkpoint file (not a zip/pickle)"),
+    (b"model: forcecore\nweights: see the README\n", "not a checkpoint file (not a zip/pickle; "
+                                                      "it looks like text)"),
+    (b"", "an empty file"),
+])
+def test_files_that_are_no_checkpoint_say_so(tmp_path, content, reason):
+    path = tmp_path / "x.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    assert str(e.value) == f"{path}: {reason}"
+
+
+def test_a_folder_is_not_called_missing(tmp_path):
+    (tmp_path / "run").mkdir()
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(tmp_path / "run")
+    assert str(e.value) == f"{tmp_path / 'run'}: a folder, not a checkpoint file"

@@ -47,7 +47,10 @@ def test_publishing_a_corrupt_file_is_a_clear_error(write_config, capsys, restor
     bad.write_bytes(b"not a checkpoint at all")
     rc, _, err = _run_main(capsys, "--config", str(write_config()), "publish", str(bad))
     last = err.splitlines()[-1]
-    assert rc == 2 and last.startswith("error: ") and str(bad) in last
+    assert rc == 2 and last == f"error: {bad}: not a checkpoint file (not a zip/pickle; " \
+        "it looks like text)"
+    rc, _, err = _run_main(capsys, "--config", str(write_config()), "publish", str(tmp_path))
+    assert rc == 2 and err.splitlines()[-1] == f"error: {tmp_path}: a folder, not a checkpoint file"
 
 
 def test_invalid_yaml_in_a_real_process(run_bot, tmp_path):

@@ -80,3 +80,17 @@ def test_missing_secret_names_where_to_put_it(tmp_path: Path, monkeypatch):
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(BotError, match="empty"):
         read_secret("channel m", file=tmp_path / "empty")
+
+
+def test_only_whole_tokens_are_masked_and_short_secrets_warned(monkeypatch, caplog):
+    from bot import secret
+    monkeypatch.setattr(secret, "_known", set())
+    monkeypatch.setenv("BOT_SHORT", "x")
+    monkeypatch.setenv("BOT_LONG", TOKEN)
+    with caplog.at_level(logging.WARNING, logger="bot.secret"):
+        read_secret("channel m", env="BOT_SHORT")
+    assert "channel m: the secret in $BOT_SHORT is only 1 character" in caplog.text
+    read_secret("channel m", env="BOT_LONG")
+    text = f"next x-ray box: x; Bearer {TOKEN}, url=https://h/?t={TOKEN}&x=1, signed t%3D{TOKEN}"
+    assert secret.redact(text) == ("next x-ray box: [secret]; Bearer [secret], "
+                                   "url=https://h/?t=[secret]&[secret]=1, signed t%3D[secret]")
