@@ -13,7 +13,7 @@ from bot import posting
 from bot.channels.mastodon import MastodonChannel
 from bot.cli import main
 from bot.config import load_settings
-from bot.models import Delivery, Post, utcnow
+from bot.models import ChannelState, Delivery, Post, utcnow
 from fake_mastodon import FakeMastodon
 from fake_x import x  # noqa: F401 (a fixture)
 import helpers
@@ -175,3 +175,73 @@ def test_x_reuses_the_uploaded_image_while_x_has_it(setup, x):
     d = helpers.delivery(sessions, 2, "twitter")
     assert (d.state, d.remote_id) == ("posted", tweet["id"])
     assert len(x.seen("POST", "/2/media/upload")) == 3 and tweet["media_ids"] == [d.media_id]
+
+
+# ---- 4. backoff counts from the end of the attempt
+
+def test_backoff_counts_from_the_end_of_a_timed_out_attempt(setup, server):
+    server.delay("POST", "/api/v1/statuses", seconds=2.5)
+    _, settings, sessions, channels = setup(mastodon(server, request_timeout_s=1.0),
+                                            retry={"base_delay_s": 1})
+    posting.post_once(sessions, settings, channels)
+    ended = utcnow()
+    d = helpers.delivery(sessions, 1, "mastodon")
+    assert d.state == "pending" and "timed out" in d.last_error
+    # From the start, the 1 s wait would be over by the time the 1 s timeout is.
+    assert d.next_attempt_at > ended + timedelta(seconds=0.8)
+    server.settle()
+
+
+# ---- 5. transient failures heal by themselves; permanent ones fail at once
+
+def test_transient_failures_keep_retrying_past_five_attempts(setup, server):
+    server.fail("POST", "/api/v2/media", 503, "maintenance", times=7)
+    _, settings, sessions, channels = setup(mastodon(server), retry={"base_delay_s": 0})
+    posting.post_once(sessions, settings, channels)
+    for _ in range(7):
+        retry_once(sessions, settings, channels)
+    d = helpers.delivery(sessions, 1, "mastodon")
+    assert (d.state, d.attempts) == ("posted", 8) and len(server.statuses) == 1
+
+
+def test_transient_failures_give_up_after_the_horizon_with_the_reason(setup, server):
+    server.fail("POST", "/api/v2/media", 503, "maintenance", times=2)
+    _, settings, sessions, channels = setup(mastodon(server), retry={"give_up_after_h": 24})
+    posting.post_once(sessions, settings, channels)
+    with sessions.begin() as s:  # the first failure was a day ago
+        s.execute(update(Delivery).values(failing_since=utcnow() - timedelta(hours=24.1)))
+    retry_once(sessions, settings, channels)
+    d = helpers.delivery(sessions, 1, "mastodon")
+    assert (d.state, d.attempts) == ("failed", 2)
+    assert d.last_error == f"HTTP 503: maintenance ({server.url[7:]})"
+
+
+def test_a_channel_failing_for_an_hour_is_warned_about_once(setup, server, caplog):
+    server.fail("POST", "/api/v2/media", 503, "maintenance", times=3)
+    _, settings, sessions, channels = setup(mastodon(server))
+    posting.post_once(sessions, settings, channels)
+    with sessions.begin() as s:
+        s.execute(update(ChannelState).values(failing_since=utcnow() - timedelta(minutes=61)))
+    retry_once(sessions, settings, channels)
+    retry_once(sessions, settings, channels)
+    warnings = [r.getMessage() for r in caplog.records if "has been failing since" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("mastodon has been failing since ")
+    retry_once(sessions, settings, channels)  # it heals: the channel is no longer failing
+    with sessions() as s:
+        assert s.get(ChannelState, "mastodon").failing_since is None
+
+
+# ---- 6. servers without /api/v2/media
+
+def test_a_server_without_v2_media_gets_v1_uploads_learnt_once(setup, server):
+    server.media_v2 = False  # older Mastodon, Pixelfed: 404
+    _, settings, sessions, channels = setup(mastodon(server))
+    for _ in range(3):
+        posting.post_once(sessions, settings, channels)
+
+    assert [helpers.delivery(sessions, i, "mastodon").state for i in (1, 2, 3)] == ["posted"] * 3
+    assert len(server.seen("POST", "/api/v2/media")) == 1  # asked once, then remembered
+    assert len(server.seen("POST", "/api/v1/media")) == 3
+    upload = server.seen("POST", "/api/v1/media")[0]
+    assert upload.files["file"][1] == "image/png" and upload.form["description"]
+    assert [len(s["media_attachments"]) for s in server.statuses] == [1, 1, 1]
