@@ -104,3 +104,22 @@ def ensure_active(sessions: sessionmaker[Session], settings: Settings) -> Checkp
                        "publish one with `python -m bot publish PATH`")
     log.info("no checkpoint published yet: publishing the default %s", default)
     return publish(sessions, default)
+
+
+def usable_checkpoint(sessions: sessionmaker[Session], settings: Settings) -> Checkpoint:
+    """The active checkpoint when its file is usable. When it is missing or changed:
+    with bot.fallback_to_default, the shipped default is published and made active (so the
+    account goes on posting; logged as an error), else CheckpointUnavailable."""
+    row = ensure_active(sessions, settings)
+    why = problem(row)
+    if why is None:
+        return row
+    default = settings.default_checkpoint.resolve()
+    if not settings.fallback_to_default:
+        raise CheckpointUnavailable(why)
+    if Path(row.path) == default or not default.is_file():
+        raise CheckpointUnavailable(f"{why}; the fallback, the default {default}, is not "
+                                    "usable either")
+    log.error("%s: FALLING BACK to the shipped default %s (bot.fallback_to_default), which is "
+              "now the active checkpoint; publish yours again once it is fixed", why, default)
+    return publish(sessions, default)

@@ -63,7 +63,9 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_post(settings: Settings, args: argparse.Namespace) -> int:
     from bot import posting, store
+    from bot.checkpoints import usable_checkpoint
     sessions, channels = _ready(settings)
+    usable_checkpoint(sessions, settings)  # falls back to the default, or says what is wrong
     if args.dry_run:
         p = posting.dry_run(sessions, settings, list(channels))
         print(f"dry run: nothing recorded, nothing delivered\n"
@@ -130,6 +132,7 @@ def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from bot import locks, store
+    from bot.checkpoints import problem
     from bot.posting import describe_guard
     with _sessions(settings)() as s:
         ck = store.active_checkpoint(s)
@@ -143,6 +146,12 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     print("active checkpoint: " + (f"#{ck.id} {Path(ck.path).name} ({ck.variant}, step "
                                    f"{ck.step}, {ck.images_seen} images seen)" if ck else
                                    "none (the default is published on first run or post)"))
+    why = ck and problem(ck)
+    if why:
+        print(f"CHECKPOINT PROBLEM: {why}; " + (
+            f"the next post publishes the default {settings.default_checkpoint} instead "
+            "(bot.fallback_to_default)" if settings.fallback_to_default else
+            f"no posts until it is fixed (the daemon tries every {settings.retry.poll_s:g} s)"))
     print("daemon: " + (f"running, pid {daemon.get('pid', '?')}, next post due "
                         f"{_when(datetime.fromisoformat(due)) if due else 'unknown'}"
                         if daemon is not None else "not running"))

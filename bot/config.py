@@ -166,6 +166,9 @@ class Settings(BaseModel):
     database_url: str = "sqlite:///data/bot/bot.db"
     data_dir: RelPath = Path("data/bot")
     default_checkpoint: RelPath = Path("checkpoints/default.pt")
+    # When the active checkpoint's file goes missing or changes: publish the default and go on
+    # posting (logged as an error) rather than post nothing until someone notices.
+    fallback_to_default: bool = True
     caption: Template = (
         "Face #{post_number} (seed {seed}), drawn by a {variant} GAN from {checkpoint} "
         "after {kimg}k training images. {quality}")

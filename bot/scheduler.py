@@ -24,7 +24,7 @@ from apscheduler.util import undefined
 
 from bot import BotError, locks, store
 from bot.channels import build_channels
-from bot.checkpoints import ensure_active
+from bot.checkpoints import CheckpointUnavailable, ensure_active, usable_checkpoint
 from bot.config import Schedule, Settings
 from bot.db import open_database
 from bot.models import utcnow
@@ -138,14 +138,25 @@ def run_daemon(settings: Settings) -> None:
             raise BotError("no channel is enabled: enable one under bot.channels")
         log_guard(settings.memorisation, settings.data_dir)
 
+        owed = threading.Event()  # a post failed for want of a checkpoint file: retry soon
+
         def post_job() -> None:
             try:
+                usable_checkpoint(sessions, settings)
                 post_once(sessions, settings, channels)
+                owed.clear()
+            except CheckpointUnavailable as e:
+                # A file put back or re-published should not wait for the next slot, hours away.
+                owed.set()
+                log.error("no post this time: %s; trying again in %g s (retry.poll_s)", e,
+                          settings.retry.poll_s)
             except BotError as e:
                 log.error("no post this time: %s", e)
 
         def deliver_job() -> None:
             deliver_pending(sessions, settings, channels)
+            if owed.is_set():
+                post_job()
 
         with sessions() as s:
             last = store.last_post_time(s)
