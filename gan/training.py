@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from gan.augment import DiffAugment
 from gan.checkpoint import LoadedCheckpoint, atomic_save, checkpoint_dict, load_checkpoint
 from gan.config import Config
 from gan.data import FaceDataset
@@ -151,6 +152,7 @@ class Trainer:
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2))
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2))
         self.objective = Objective(cfg.loss.kind, cfg.loss.label_noise)
+        self.augment = DiffAugment(cfg.augment.policy, cfg.augment.p)
         self.ema = EMA(t.ema_half_life_images, t.ema_rampup)
         self.step = 0
         self.images_seen = 0
@@ -224,14 +226,16 @@ class Trainer:
         z = sample_latent(cfg.model.latent, b, cfg.model.latent_dim, gen).to(dev)
         output = self.D.output
         prepare = getattr(self.D, "prepare_real", None)
+        aug = self.augment
+        real_in = prepare(real) if prepare else real
 
         # D step. Real and fake go through D separately, as in forcecore and pytorch/examples:
-        # BatchNorm then sees one class per batch.
+        # BatchNorm then sees one class per batch. DiffAugment (if on) hits both the same way.
         self.D.requires_grad_(True)
         with self._autocast():
             fake = self.G(z)
-            d_real = self.D(prepare(real) if prepare else real)
-            d_fake = self.D(_detach(fake))
+            d_real = self.D(aug(real_in, gen))
+            d_fake = self.D(aug(_detach(fake), gen))
             loss_d = self.objective.d_loss(d_real, d_fake, output, gen)
         self.opt_D.zero_grad(set_to_none=True)
         loss_d.backward()
@@ -239,12 +243,14 @@ class Trainer:
         self.opt_D.step()
 
         stats = {"loss_d": loss_d.detach(), "d_real": d_real.detach(), "d_fake": d_fake.detach()}
+        if cfg.loss.r1_gamma and self.step % cfg.loss.r1_interval == 0:
+            stats["loss_r1"] = self._r1_step(real, prepare, gen)
         if self.step >= cfg.optim.d_warmup_steps:
             # G step on the same fakes. D's weights need no gradient here: freezing them skips
             # D's weight-gradient work (the reference loop computes and discards it).
             self.D.requires_grad_(False)
             with self._autocast():
-                loss_g = self.objective.g_loss(self.D(fake), output, gen)
+                loss_g = self.objective.g_loss(self.D(aug(fake, gen)), output, gen)
                 aux = getattr(self.G, "aux_loss", None)
                 if aux is not None:
                     extra = aux(fake)
@@ -259,6 +265,22 @@ class Trainer:
         self.images_seen += cfg.train.batch_size
         self.ema.update(self.G_ema, self.G, cfg.train.batch_size, self.images_seen)
         return stats
+
+    def _r1_step(self, real: torch.Tensor, prepare, gen: torch.Generator) -> torch.Tensor:
+        """Lazy R1 (stylegan2): every r1_interval steps, gamma/2 * E|grad_x D(x)|^2 on reals,
+        scaled by the interval so the average strength does not depend on it. The gradient is
+        taken of D's raw output (a logit, or a capsule length) with respect to the image."""
+        cfg = self.cfg.loss
+        x = real.detach().requires_grad_(True)
+        with self._autocast():
+            out = self.D(self.augment(prepare(x) if prepare else x, gen))
+        (grad,) = torch.autograd.grad(out.float().sum(), x, create_graph=True)
+        penalty = grad.float().square().sum(dim=(1, 2, 3)).mean()
+        self.opt_D.zero_grad(set_to_none=True)
+        (penalty * (cfg.r1_gamma / 2 * cfg.r1_interval)).backward()
+        self._sync_grads(self.D)
+        self.opt_D.step()
+        return penalty.detach()
 
     # --- outputs ----------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from gan.models.capsule import CapsuleDiscriminator, CapsuleEnsemble
 from gan.models.dcgan import (DCGANDiscriminator, DCGANGenerator, ForcecoreDiscriminator,
                               ForcecoreGenerator)
 from gan.models.hog import HOGGenerator, HOGPairDiscriminator
+from gan.models.layers import spectral_normalize
 
 GENERATORS: dict[str, type[nn.Module]] = {
     "forcecore": ForcecoreGenerator,
@@ -43,8 +44,9 @@ def build_discriminator(cfg) -> nn.Module:
     cls = _lookup(DISCRIMINATORS, m.discriminator, "model.discriminator")
     if m.hog:
         cls = functools.partial(HOGPairDiscriminator, cls)
-    return cls(width=m.d_width, mbstd_group=m.mbstd_group, minibatch_disc=m.minibatch_disc,
-               **m.d_options)
+    D = cls(width=m.d_width, mbstd_group=m.mbstd_group, minibatch_disc=m.minibatch_disc,
+            **m.d_options)
+    return spectral_normalize(D) if m.d_norm == "spectral" else D
 
 
 def check_buildable(cfg) -> None:

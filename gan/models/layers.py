@@ -4,6 +4,24 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+def spectral_normalize(module: nn.Module) -> nn.Module:
+    """Spectral norm on every conv and dense layer of a discriminator, its BatchNorms removed
+    (SNGAN, Miyato et al. 2018): D becomes ~1-Lipschitz per layer, so its gradients stay
+    informative for G; BN would mix the samples of a batch, which SN's theory does not cover.
+    Layers already normalised (a D that applies SN itself) are left as they are."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(module, name, nn.Identity())
+        elif isinstance(child, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            if not parametrize.is_parametrized(child, "weight"):
+                spectral_norm(child)
+        else:
+            spectral_normalize(child)
+    return module
 
 
 def _group_for(batch: int, group_size: int) -> int:
