@@ -55,6 +55,18 @@ def _when(dt: datetime | None) -> str:
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if dt else "-"
 
 
+def _seed(text: str) -> int:
+    from bot.posting import SEED_SPACE
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if not 0 <= seed < SEED_SPACE:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a seed: a whole number from 0 to "
+                                         f"{SEED_SPACE - 1}")
+    return seed
+
+
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from bot.scheduler import run_daemon
     run_daemon(settings)
@@ -67,13 +79,14 @@ def cmd_post(settings: Settings, args: argparse.Namespace) -> int:
     sessions, channels = _ready(settings)
     usable_checkpoint(sessions, settings)  # falls back to the default, or says what is wrong
     if args.dry_run:
-        p = posting.dry_run(sessions, settings, list(channels))
-        print(f"dry run: nothing recorded, nothing delivered\n"
+        p = posting.dry_run(sessions, settings, list(channels), seed=args.seed)
+        print(f"dry run: nothing recorded, nothing delivered; the next post is this image "
+              f"(seed {p.seed} kept)\n"
               f"image:      {p.image_path}\nseed:       {p.seed}\n"
               f"checkpoint: {p.checkpoint}\ncaption:    {p.caption}\n"
               f"alt text:   {p.alt_text}\nwould go to: {', '.join(p.channels) or 'nowhere'}")
         return 0
-    post_id = posting.post_once(sessions, settings, channels)
+    post_id = posting.post_once(sessions, settings, channels, seed=args.seed)
     with sessions() as s:
         deliveries = store.post(s, post_id).deliveries
         for d in deliveries:
@@ -220,10 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("run", cmd_run, "run the daemon: post on the schedule until SIGTERM or Ctrl-C",
         "python -m bot run")
-    add("post", cmd_post, "post once now (after finishing any pending deliveries)",
-        "python -m bot post --dry-run").add_argument(
-        "--dry-run", action="store_true",
-        help="generate and show the post; record and send nothing")
+    p = add("post", cmd_post, "post once now (after finishing any pending deliveries)",
+            "python -m bot post --dry-run")
+    p.add_argument("--dry-run", action="store_true",
+                   help="generate and show the post, record and send nothing; the next post "
+                   "(by hand or by the daemon) uses the same seed")
+    p.add_argument("--seed", type=_seed, default=None,
+                   help="post exactly this seed (refused if it was posted before)")
     add("publish", cmd_publish, "validate a checkpoint and make it the active one",
         "python -m bot publish checkpoints/default.pt").add_argument("path", type=Path)
     add("checkpoints", cmd_checkpoints, "list published checkpoints with their metrics",

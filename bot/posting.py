@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import os
 import random
@@ -228,21 +229,30 @@ def log_guard(memorisation: Memorisation, data_dir: Path) -> None:
                  "faces in %s are drawn again", memorisation.min_distance, len(guard), src.index)
 
 
+class SeedRefused(BotError):
+    """A seed asked for (`post --seed`, or kept by a dry run) that cannot be posted."""
+
+
 def draw(s: Session, dedup: Dedup, rng: random.Random,
-         memorisation: Memorisation | None = None, data_dir: Path | None = None) -> Draft:
+         memorisation: Memorisation | None = None, data_dir: Path | None = None,
+         seed: int | None = None) -> Draft:
     """A fresh seed and its image, unlike any earlier post and (with the memorisation guard
     on) not a near-copy of a training face. `data_dir` holds the guard's own index of
-    `memorisation.faces`."""
+    `memorisation.faces`. With `seed`: exactly that seed, or SeedRefused saying why not."""
     row = store.active_checkpoint(s)
     if row is None:
         raise BotError("no active checkpoint: publish one with `python -m bot publish PATH`")
     ck = load_published(row)
     guard = load_guard(memorisation, data_dir)
     used = store.used_seeds(s, row.id)
+    if seed is not None and seed in used:
+        raise SeedRefused(f"seed {seed} was already posted with checkpoint #{row.id} "
+                          f"({Path(row.path).name}): a seed is never posted twice")
     earlier = [imagehash.hex_to_hash(h) for h in store.phashes(s)]
     copies = 0
-    for _ in range(dedup.max_draws):
-        seed = pick_seed(rng, used)
+    wanted = seed
+    for _ in range(1 if wanted is not None else dedup.max_draws):
+        seed = wanted if wanted is not None else pick_seed(rng, used)
         used.add(seed)
         image = render(ck, seed)
         phash = imagehash.phash(image)
@@ -260,6 +270,10 @@ def draw(s: Session, dedup: Dedup, rng: random.Random,
                             seed, face, near, memorisation.min_distance)
                 continue
         return Draft(row, seed, png_bytes(image), str(phash))
+    if wanted is not None:
+        why = ("too close to a training face (memorisation.min_distance)" if copies else
+               "too like an earlier post (dedup.max_distance)")
+        raise SeedRefused(f"seed {wanted} is not posted: its image is {why}")
     if copies == dedup.max_draws:
         raise BotError(f"all {copies} draws were too close to a training face (memorisation."
                        "min_distance): the checkpoint copies its training data; publish "
@@ -286,10 +300,51 @@ def _texts(settings: Settings, draft: Draft, number: int) -> tuple[str, str]:
             settings.alt_text.format(**fields).strip())
 
 
+NEXT_SEED = "next-seed.json"  # in data_dir: the seed the last dry run showed
+
+
+def keep_seed(data_dir: Path, checkpoint_sha256: str, seed: int) -> None:
+    _write_atomic(data_dir / NEXT_SEED, json.dumps(
+        {"seed": seed, "checkpoint_sha256": checkpoint_sha256}).encode())
+
+
+def kept_seed(data_dir: Path, checkpoint_sha256: str) -> int | None:
+    """The seed `post --dry-run` showed, while the active checkpoint is the one it drew from."""
+    try:
+        kept = json.loads((data_dir / NEXT_SEED).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(kept, dict) or kept.get("checkpoint_sha256") != checkpoint_sha256:
+        return None
+    seed = kept.get("seed")
+    return seed if isinstance(seed, int) else None
+
+
+def _draw_for_post(s: Session, settings: Settings, rng: random.Random,
+                   seed: int | None) -> Draft:
+    """`seed` exactly; else the seed a dry run showed (the image a person approved); else a
+    fresh one."""
+    draw_with = (settings.dedup, rng, settings.memorisation, settings.data_dir)
+    if seed is not None:
+        return draw(s, *draw_with, seed=seed)
+    row = store.active_checkpoint(s)
+    kept = kept_seed(settings.data_dir, row.sha256) if row is not None else None
+    if kept is None:
+        return draw(s, *draw_with)
+    (settings.data_dir / NEXT_SEED).unlink(missing_ok=True)  # used once, posted or not
+    try:
+        draft = draw(s, *draw_with, seed=kept)
+    except SeedRefused as e:
+        log.warning("the seed the last dry run showed is not used: %s; drawing another", e)
+        return draw(s, *draw_with)
+    log.info("seed %d: the one the last dry run showed", kept)
+    return draft
+
+
 def _record(sessions: sessionmaker[Session], settings: Settings, channels: list[str],
-            rng: random.Random) -> int:
+            rng: random.Random, seed: int | None = None) -> int:
     with sessions() as s:
-        draft = draw(s, settings.dedup, rng, settings.memorisation, settings.data_dir)
+        draft = _draw_for_post(s, settings, rng, seed)
         rel = Path("images") / f"{draft.checkpoint.sha256[:12]}-{draft.seed}.png"
         _write_atomic(settings.data_dir / rel, draft.png)
         now = utcnow()
@@ -424,13 +479,16 @@ def _deliver_due(sessions: sessionmaker[Session], settings: Settings,
 
 
 def post_once(sessions: sessionmaker[Session], settings: Settings,
-              channels: dict[str, Channel], rng: random.Random | None = None) -> int:
-    """Finish what an earlier run left pending, then make one new post and deliver it."""
+              channels: dict[str, Channel], rng: random.Random | None = None,
+              seed: int | None = None) -> int:
+    """Finish what an earlier run left pending, then make one new post and deliver it: of
+    `seed` when given, else of the seed the last dry run showed, else of a fresh one."""
     if not channels:
         raise BotError("no channel is enabled: enable one under bot.channels")
     with locks.hold(locks.lock_path(settings, "post")):
         _deliver_due(sessions, settings, channels)
-        post_id = _record(sessions, settings, list(channels), rng or random.SystemRandom())
+        post_id = _record(sessions, settings, list(channels), rng or random.SystemRandom(),
+                          seed)
         _crash_point("after_post_row")
         _deliver_due(sessions, settings, channels)
     return post_id
@@ -465,12 +523,14 @@ class Preview:
 
 
 def dry_run(sessions: sessionmaker[Session], settings: Settings, channels: list[str],
-            rng: random.Random | None = None) -> Preview:
-    """What `post_once` would post now, without recording or delivering anything."""
+            rng: random.Random | None = None, seed: int | None = None) -> Preview:
+    """What `post_once` would post now, without recording or delivering anything. The seed
+    is kept: the next post (by hand or by the daemon) is this very image."""
     with sessions() as s:
         draft = draw(s, settings.dedup, rng or random.SystemRandom(), settings.memorisation,
-                     settings.data_dir)
+                     settings.data_dir, seed=seed)
         number = (store.last_post_id(s) or 0) + 1
+    keep_seed(settings.data_dir, draft.checkpoint.sha256, draft.seed)
     path = settings.data_dir / "dry-run" / f"{draft.checkpoint.sha256[:12]}-{draft.seed}.png"
     _write_atomic(path, draft.png)
     caption, alt_text = _texts(settings, draft, number)
