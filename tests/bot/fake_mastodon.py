@@ -6,7 +6,10 @@ client can be tested against it.
 Faults are scripted per test: `fail(...)` answers the next matching requests with an error
 (429 with its X-RateLimit-Reset, 5xx, 422, ...), or with `after_work=True` does the work first
 (a status stored, then a 500); `delay(...)` does the work and then answers late, like a server
-whose answer is lost to a client timeout.
+whose answer is lost to a client timeout. `chaos = Chaos(...)` draws a random fault for every
+request instead (bench/soak.py): errors, commit-then-500, dropped connections, slow answers,
+429 windows (counting requests that arrive in a window already announced), and media that
+takes a few polls to process.
 """
 
 from __future__ import annotations
@@ -14,10 +17,14 @@ from __future__ import annotations
 import html
 import itertools
 import json
+import math
+import random
 import re
+import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -76,6 +83,21 @@ class Fault:
     delay: float
     times: int
     after_work: bool = False  # do what was asked, then answer the error anyway
+    drop: bool = False  # do what was asked, then close the connection without an answer
+
+
+@dataclass
+class Chaos:
+    """Probabilities of a random fault, drawn for each request."""
+    rng: random.Random = field(default_factory=random.Random)
+    error: float = 0.05  # 503 without doing anything
+    commit_then_500: float = 0.03  # the work done, then a 500
+    drop: float = 0.03  # the work done, then the connection closed without an answer
+    slow: float = 0.02  # the work done, the answer `slow_s` late (past the client's timeout)
+    window: float = 0.01  # a 429 rate-limit window of window_s opens
+    slow_s: float = 1.5
+    window_s: tuple[float, float] = (1.0, 4.0)
+    processing_polls: int = 2  # an upload needs up to this many polls (206) before it is ready
 
 
 @dataclass
@@ -97,6 +119,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a request still sleeping must not block the end
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client killed or gone
+            super().handle_error(request, client_address)
 
 
 class FakeMastodon:
@@ -121,11 +151,14 @@ class FakeMastodon:
         self._ids = itertools.count(110_000_000_000_000_001)
         self._lock = threading.Lock()
         self._in_flight = 0
+        self.chaos: Chaos | None = None
+        self.injected: Counter[str] = Counter()  # chaos faults, by kind
+        self.window_until = 0.0  # the current 429 window's end (time.time())
+        self.into_window = 0  # requests that came while a window was announced
 
     # ---- running
     def __enter__(self) -> FakeMastodon:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True  # a request still sleeping must not block the end
+        self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         daemon=True)  # polls for shutdown every 50 ms
@@ -187,13 +220,16 @@ class FakeMastodon:
                         parse_qs(query, keep_blank_values=True), form, files)
             with self._lock:
                 self.requests.append(seen)
-                fault = self._take_fault(seen)
+                fault = self._take_fault(seen) or self._chaos_fault()
             headers: dict[str, str] = {}
             if fault is None or fault.status is None or fault.after_work:
                 with self._lock:
                     status, payload = self._route(seen)
             if fault is not None:
                 time.sleep(fault.delay)
+                if fault.drop:
+                    h.close_connection = True
+                    return
                 if fault.status is not None:
                     status, payload, headers = fault.status, {"error": fault.error}, fault.headers
             self._send(h, status, payload, headers)
@@ -207,6 +243,35 @@ class FakeMastodon:
                 f.times -= 1
                 return f
         return None
+
+    def _chaos_fault(self) -> Fault | None:
+        c = self.chaos
+        if c is None:
+            return None
+        now = time.time()
+        if now < self.window_until:  # announced by the 429 that opened it
+            self.into_window += 1
+            return self._window_fault()
+        draw = c.rng.random()
+        for kind in ("error", "commit_then_500", "drop", "slow", "window"):
+            if draw < getattr(c, kind):
+                break
+            draw -= getattr(c, kind)
+        else:
+            return None
+        self.injected[kind] += 1
+        if kind == "window":
+            # Whole milliseconds, as X-RateLimit-Reset states it.
+            self.window_until = math.ceil((now + c.rng.uniform(*c.window_s)) * 1000) / 1000
+            return self._window_fault()
+        return Fault("", "", None if kind in ("drop", "slow") else 503 if kind == "error" else 500,
+                     "chaos", {}, c.slow_s if kind == "slow" else 0.0, 1,
+                     after_work=kind == "commit_then_500", drop=kind == "drop")
+
+    def _window_fault(self) -> Fault:
+        reset = iso(datetime.fromtimestamp(self.window_until, timezone.utc))
+        return Fault("", "", 429, "Too many requests",
+                     {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}, 0.0, 1)
 
     def _send(self, h: BaseHTTPRequestHandler, status: int, payload: Any,
               extra: dict[str, str]) -> None:
@@ -289,8 +354,9 @@ class FakeMastodon:
             return 422, {"error": f"Validation failed: Description is too long "
                                   f"(maximum is {limit} characters)"}
         # The v1 endpoint answers once the image is processed.
-        media = Media(str(next(self._ids)), description,
-                      0 if synchronous else self.processing_polls, data)
+        polls = (self.chaos.rng.randint(0, self.chaos.processing_polls) if self.chaos
+                 else self.processing_polls)
+        media = Media(str(next(self._ids)), description, 0 if synchronous else polls, data)
         self.media[media.id] = media
         return (202 if media.polls_left else 200), self._media_json(media)
 
