@@ -117,8 +117,8 @@ class Config(_Section):
     loss: LossConfig = Field(default_factory=LossConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
     @model_validator(mode="after")
     def _batch_fits_groups(self) -> "Config":
         g = self.model.mbstd_group
@@ -158,9 +158,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mbstd": {"model.mbstd_group": 4},
     "minibatch-disc": {"model.minibatch_disc": True},
     "hog": {"model.hog": True, "loss.hog_weight": 1.0},
-}
-DEFAULT_BASE = "forcecore"
-# What a key falls back to when neither the user nor any preset sets it.
     # The small-budget recipe of the 2020s (docs/results.md has its ablation): spectral norm on
     # every D layer and no BN in D (SNGAN), hinge loss, DiffAugment, lazy R1, TTUR with Adam
     # beta1 0 (SAGAN/BigGAN). Composes with any base: capsule+modern, modern+mbstd.
@@ -169,6 +166,9 @@ DEFAULT_BASE = "forcecore"
         "loss.r1_gamma": 0.05, "optim.lr_g": 1e-4, "optim.lr_d": 4e-4, "optim.beta1": 0.0,
         "optim.beta2": 0.99, "optim.d_warmup_steps": 0,
     },
+}
+DEFAULT_BASE = "forcecore"
+# What a key falls back to when neither the user nor any preset sets it.
 FALLBACKS: dict[str, Any] = {
     "model.mbstd_group": 0, "model.minibatch_disc": False, "model.hog": False,
     "loss.hog_weight": 0.0, "model.d_norm": "batch", "loss.r1_gamma": 0.0,
