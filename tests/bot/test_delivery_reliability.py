@@ -245,3 +245,29 @@ def test_a_server_without_v2_media_gets_v1_uploads_learnt_once(setup, server):
     upload = server.seen("POST", "/api/v1/media")[0]
     assert upload.files["file"][1] == "image/png" and upload.form["description"]
     assert [len(s["media_attachments"]) for s in server.statuses] == [1, 1, 1]
+
+
+def test_the_migration_marks_unfinished_tried_deliveries_as_maybe_sent(tmp_path):
+    from alembic import command
+    from sqlalchemy import text
+
+    from bot.db import alembic_config, make_engine, upgrade
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = alembic_config()
+    with engine.begin() as conn:  # a database of the previous version, with deliveries
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(text("INSERT INTO checkpoints VALUES (1, 'a.pt', 'ab', 'dcgan', 1, 1, "
+                          "NULL, '2026-01-01 00:00:00', 1)"))
+        conn.execute(text("INSERT INTO posts VALUES (1, '2026-01-01 00:00:00', 1, 1, 'i.png', "
+                          "'cd', '0000000000000000', 'c', 'a')"))
+        for i, (state, attempts) in enumerate([("pending", 2), ("failed", 1), ("posted", 1),
+                                               ("pending", 0)], 1):
+            conn.execute(text(f"INSERT INTO deliveries (id, post_id, channel, state, attempts, "
+                              f"idempotency_key, updated_at) VALUES ({i}, 1, 'c{i}', "
+                              f"'{state}', {attempts}, 'k{i}', '2026-01-01 00:00:00')"))
+    upgrade(engine)
+    with engine.connect() as conn:
+        marked = conn.execute(text("SELECT id FROM deliveries WHERE maybe_sent_at IS NOT NULL"
+                                   " ORDER BY id")).scalars().all()
+    assert marked == [1, 2]  # tried and unfinished: the next attempt looks first
