@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Sequence
+from typing import Annotated, Any, Literal, Sequence
 
 import yaml
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SecretStr, SerializeAsAny,
@@ -134,6 +134,19 @@ class Retry(BaseModel):
     poll_s: float = Field(60.0, gt=0)
 
 
+class ImageSettings(BaseModel):
+    """What channels get (the outbox too): the stored 64x64 image enlarged. The stored image,
+    its hash and `regenerate` stay on the 64x64 original."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # 8: 512x512. At most 16 (1024x1024, a PNG of at most ~3 MB: within X's 5 MB and
+    # Mastodon's 16 MB image limits).
+    scale: int = Field(8, ge=1, le=16)
+    # nearest keeps the pixels crisp; lanczos smooths them.
+    resample: Literal["nearest", "lanczos"] = "nearest"
+
+
 class Dedup(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -173,13 +186,14 @@ class Settings(BaseModel):
         "Face #{post_number} (seed {seed}), drawn by a {variant} GAN from {checkpoint} "
         "after {kimg}k training images. {quality}")
     alt_text: Template = (
-        "An AI-generated anime-style face, 64 by 64 pixels, from a GAN (seed {seed}).")
+        "An AI-generated anime-style face, drawn at 64 by 64 pixels by a GAN (seed {seed}).")
     # The metrics.json key shown as {quality}: fhd (`python train.py evaluate`, weight-free),
     # fid (evaluated with the Inception weights), kid_mean, precision, recall.
     quality_metric: str = "fhd"
     schedule: Schedule = Schedule()
     retry: Retry = Retry()
     dedup: Dedup = Dedup()
+    image: ImageSettings = ImageSettings()
     # A mapping, not an instance, so that validation resolves its paths against the config
     # folder like the others.
     memorisation: Memorisation = {}  # type: ignore[assignment]

@@ -104,6 +104,8 @@ class Delivery(Base):
     remote_id: Mapped[str | None] = mapped_column(Text)
     remote_url: Mapped[str | None] = mapped_column(Text)
     idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    # The image as delivered, e.g. "512x512" (bot.image.scale; the stored one is 64x64).
+    image_size: Mapped[str | None] = mapped_column(String(16))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Set and committed just before the request that may create the remote post (a status,
     # a tweet): from then on an attempt first looks for that post on the server. Unlike

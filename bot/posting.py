@@ -363,6 +363,33 @@ def _record(sessions: sessionmaker[Session], settings: Settings, channels: list[
         return post.id
 
 
+RESAMPLE = {"nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
+
+
+def delivered_image(settings: Settings, post: Post) -> Path:
+    """What channels get: the stored image enlarged bot.image.scale times (64x64 is a smudge
+    on Mastodon and X), made once per post and setting under data_dir/delivered/. The stored
+    original itself when the scale is 1 or the original is gone (the channel then says so)."""
+    scale, resample = settings.image.scale, settings.image.resample
+    original = settings.data_dir / post.image_path
+    if scale == 1 or not original.is_file():
+        return original
+    out = settings.data_dir / "delivered" / f"{original.stem}-x{scale}-{resample}.png"
+    if not out.is_file():
+        with Image.open(original) as im:
+            big = im.resize((im.width * scale, im.height * scale), RESAMPLE[resample])
+        _write_atomic(out, png_bytes(big))
+    return out
+
+
+def _size(path: Path) -> str | None:
+    try:
+        with Image.open(path) as im:  # reads the header only
+            return f"{im.width}x{im.height}"
+    except OSError:
+        return None
+
+
 def _outgoing(s: Session, d: Delivery, settings: Settings) -> Outgoing:
     p, ck = d.post, d.post.checkpoint
 
@@ -376,7 +403,7 @@ def _outgoing(s: Session, d: Delivery, settings: Settings) -> Outgoing:
         s.commit()
 
     return Outgoing(post_id=p.id, idempotency_key=d.idempotency_key,
-                    image_path=settings.data_dir / p.image_path, caption=p.caption,
+                    image_path=delivered_image(settings, p), caption=p.caption,
                     alt_text=p.alt_text, seed=p.seed, checkpoint=Path(ck.path).name,
                     variant=ck.variant, step=ck.step, images_seen=ck.images_seen,
                     created_at=p.created_at, quality=_quality(ck, settings.quality_metric),
@@ -453,13 +480,16 @@ def _deliver_one(s: Session, settings: Settings, channel: Channel | None, d: Del
     d.updated_at = utcnow()
     s.commit()
     try:
-        receipt = channel.deliver(_outgoing(s, d, settings))
+        outgoing = _outgoing(s, d, settings)
+        receipt = channel.deliver(outgoing)
     except Exception as e:
         _failed(settings, d, state, e)
         return
     d.state, d.remote_id, d.remote_url, d.last_error = POSTED, receipt.remote_id, receipt.url, None
     d.failing_since = state.failing_since = state.warned_at = None
-    log.info("posted post %d to %s: %s", d.post_id, d.channel, receipt.url or receipt.remote_id)
+    d.image_size = _size(outgoing.image_path)
+    log.info("posted post %d to %s: %s (%s)", d.post_id, d.channel,
+             receipt.url or receipt.remote_id, d.image_size)
 
 
 def _deliver_due(sessions: sessionmaker[Session], settings: Settings,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import random
 from datetime import timedelta
+from pathlib import Path
 
+import numpy as np
+from PIL import Image
 from sqlalchemy import update
 
 from bot import store
@@ -50,3 +54,11 @@ def make_due(sessions) -> None:
         s.execute(update(Delivery).values(next_attempt_at=past))
         s.execute(update(ChannelState).where(ChannelState.paused_until.is_not(None))
                   .values(paused_until=past))
+
+
+def is_enlarged(data: bytes, original: Path, scale: int = 8) -> bool:
+    """`data` (a delivered PNG) is the stored image `original` enlarged `scale` times,
+    nearest-neighbour: every scale-th pixel is the original's."""
+    with Image.open(io.BytesIO(data)) as big, Image.open(original) as small:
+        return (big.size == (small.width * scale, small.height * scale) and np.array_equal(
+            np.asarray(big.convert("RGB"))[::scale, ::scale], np.asarray(small.convert("RGB"))))

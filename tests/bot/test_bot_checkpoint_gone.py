@@ -19,7 +19,7 @@ from bot.checkpoints import CheckpointUnavailable, publish, usable_checkpoint
 from bot.cli import main
 from bot.config import load_settings
 from gan.testing import make_tiny_checkpoint
-from tests.bot.helpers import bot_parts
+from helpers import bot_parts
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ import pytest
 from bot import posting, store
 from bot.cli import main
 from bot.config import load_settings
-from tests.bot.helpers import Seeds, bot_parts
+from helpers import Seeds, bot_parts
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,7 @@ from bot.checkpoints import ensure_active, publish
 from bot.config import load_settings
 from bot.db import open_database
 from bot.models import Checkpoint, Delivery, Post, utcnow
-from helpers import Seeds
+from helpers import Seeds, is_enlarged
 
 
 class Recorder(Channel):
@@ -64,10 +64,11 @@ def test_post_through_the_outbox_end_to_end(settings, sessions):
         assert d.remote_id == "post-000001" and d.remote_url.endswith("index.html#post-000001")
 
     outbox = settings.data_dir / "outbox"
-    assert (outbox / "post-000001.png").read_bytes() == image.read_bytes()
+    delivered = (outbox / "post-000001.png").read_bytes()
+    assert is_enlarged(delivered, image)  # bot.image.scale 8: 512x512
     sidecar = json.loads((outbox / "post-000001.json").read_text())
     assert sidecar["caption"] == post.caption and sidecar["seed"] == post.seed
-    assert sidecar["checkpoint"] == "tiny.pt" and sidecar["image_sha256"] == post.image_sha256
+    assert sidecar["checkpoint"] == "tiny.pt" and sidecar["image_sha256"] == _sha(outbox / "post-000001.png")
     assert post.caption.startswith(f"Face #1 (seed {post.seed})")
     page = (outbox / "index.html").read_text()
     assert page.index(f'id="post-{second:06d}"') < page.index('id="post-000001"')  # newest first

@@ -10,7 +10,7 @@ import re
 from bot import posting, store
 from bot.cli import main
 from bot.config import load_settings
-from tests.bot.helpers import Seeds, bot_parts
+from helpers import Seeds, bot_parts
 
 
 def _run(capsys, *args: str) -> tuple[int, str, str]:

@@ -57,7 +57,7 @@ def test_posts_the_image_with_alt_text(setup, x):
     with sessions() as s:
         post = store.post(s, post_id)
     [media_id] = tweet["media_ids"]
-    assert x.media[media_id]["data"] == (settings.data_dir / post.image_path).read_bytes()
+    assert helpers.is_enlarged(x.media[media_id]["data"], settings.data_dir / post.image_path)
     assert x.media[media_id]["alt"] == post.alt_text
     assert tweet["text"] == post.caption
     assert x.calls == [("POST", "/2/media/upload"), ("POST", "/2/media/metadata"),
