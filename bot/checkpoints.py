@@ -7,6 +7,7 @@ hash: a post is only reproducible (`regenerate`) if its checkpoint file is uncha
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,13 +19,17 @@ from bot.models import Checkpoint, utcnow
 from gan.files import file_sha256
 
 if TYPE_CHECKING:
+    from bot.render import RemoteCheckpoint
     from gan.checkpoint import LoadedCheckpoint
     from PIL import Image
 
 log = logging.getLogger(__name__)
 
 
-def _load(path: Path) -> LoadedCheckpoint:
+def _load(path: Path) -> LoadedCheckpoint | RemoteCheckpoint:
+    from bot.render import worker
+    if worker() is not None:  # the daemon: torch stays in the render worker
+        return worker().describe(path)
     from gan.checkpoint import CheckpointError, load_checkpoint  # torch: only when needed
     try:
         return load_checkpoint(path)
@@ -32,8 +37,11 @@ def _load(path: Path) -> LoadedCheckpoint:
         raise BotError(str(e)) from None
 
 
-def render(ck: LoadedCheckpoint, seed: int) -> Image.Image:
+def render(ck: LoadedCheckpoint | RemoteCheckpoint, seed: int) -> Image.Image:
     """The 64x64 image for (checkpoint, seed): the same pixels every time, on any machine."""
+    from bot.render import RemoteCheckpoint, worker
+    if isinstance(ck, RemoteCheckpoint):
+        return worker().render(ck.path, seed)
     from gan.sampling import generate
     return generate(ck, [seed])[0]
 
@@ -57,7 +65,14 @@ def load_published(row: Checkpoint) -> LoadedCheckpoint:
     why = problem(row)
     if why is not None:
         raise CheckpointUnavailable(why)
-    return _load(Path(row.path))
+    from bot.render import worker
+    return _published(row.path, row.sha256, worker())
+
+
+@lru_cache(maxsize=2)
+def _published(path: str, sha256: str, worker: object) -> LoadedCheckpoint | RemoteCheckpoint:
+    # Once per file content (the hash was just checked) and render worker, not once per draw.
+    return _load(Path(path))
 
 
 def publish(sessions: sessionmaker[Session], path: Path) -> Checkpoint:

@@ -33,12 +33,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import imagehash
 import numpy as np
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot import BotError, locks, store
+from bot.phash import distance as hash_distance
+from bot.phash import phash as perceptual_hash
 from bot.channels.base import (Channel, DeliveryError, Outgoing, Permanent, RateLimited,
                                template_fields)
 from bot.checkpoints import load_published, render
@@ -248,15 +249,15 @@ def draw(s: Session, dedup: Dedup, rng: random.Random,
     if seed is not None and seed in used:
         raise SeedRefused(f"seed {seed} was already posted with checkpoint #{row.id} "
                           f"({Path(row.path).name}): a seed is never posted twice")
-    earlier = [imagehash.hex_to_hash(h) for h in store.phashes(s)]
+    earlier = store.phashes(s)
     copies = 0
     wanted = seed
     for _ in range(1 if wanted is not None else dedup.max_draws):
         seed = wanted if wanted is not None else pick_seed(rng, used)
         used.add(seed)
         image = render(ck, seed)
-        phash = imagehash.phash(image)
-        distance = min((phash - e for e in earlier), default=None)
+        phash = perceptual_hash(image)  # not imagehash's: that one imports scipy
+        distance = min((hash_distance(phash, e) for e in earlier), default=None)
         if distance is not None and distance <= dedup.max_distance:
             log.info("seed %d looks like an earlier post (hash distance %d); drawing again",
                      seed, distance)
@@ -269,7 +270,7 @@ def draw(s: Session, dedup: Dedup, rng: random.Random,
                             "below memorisation.min_distance %.2f); drawing again",
                             seed, face, near, memorisation.min_distance)
                 continue
-        return Draft(row, seed, png_bytes(image), str(phash))
+        return Draft(row, seed, png_bytes(image), phash)
     if wanted is not None:
         why = ("too close to a training face (memorisation.min_distance)" if copies else
                "too like an earlier post (dedup.max_distance)")

@@ -29,6 +29,7 @@ from bot.config import Schedule, Settings
 from bot.db import open_database
 from bot.models import utcnow
 from bot.posting import deliver_pending, log_guard, post_once
+from bot.render import in_worker
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,8 @@ def _stop_on_signals(sched: BlockingScheduler) -> list[threading.Thread]:
 
 def run_daemon(settings: Settings) -> None:
     """Post on the schedule until SIGTERM or SIGINT. One daemon per database."""
-    with _daemon_lock(settings) as fd:
+    # torch stays out of the daemon: a worker process draws, and exits when idle (bot/render.py).
+    with _daemon_lock(settings) as fd, in_worker():
         sessions = open_database(settings.database_url)
         ensure_active(sessions, settings)
         channels = build_channels(settings.channels, settings.data_dir)

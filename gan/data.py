@@ -15,11 +15,13 @@ import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the bot's guard needs none
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -213,10 +215,12 @@ class FaceDataset:
             np.savez(tmp, images=images, names=np.array(names),
                      skipped=np.array([f"{n}\t{w}" for n, w in skipped], dtype=str))
             tmp.replace(cache)
+        import torch
         return cls(torch.from_numpy(images), skipped, names)
 
     @classmethod
     def _from_cache(cls, cache: Path, files: list[Path], folder: str | Path) -> "FaceDataset":
+        import torch
         with np.load(cache) as z:
             images = torch.from_numpy(z["images"])
             names = z["names"].tolist() if "names" in z.files else None

@@ -33,9 +33,18 @@ def _cached(path: str, mtime_ns: int) -> tuple[LoadedCheckpoint, torch.nn.Module
 
 def _resolve(ck: LoadedCheckpoint | str | Path) -> tuple[LoadedCheckpoint, torch.nn.Module]:
     if isinstance(ck, LoadedCheckpoint):
-        return ck, ck.generator(ema=True)
+        # Built once per loaded checkpoint: the bot draws up to max_draws images from one.
+        G = ck.__dict__.get("_sampling_G")
+        if G is None:
+            G = ck.__dict__["_sampling_G"] = ck.generator(ema=True)
+        return ck, G
     p = Path(ck)  # keep the user's spelling: error messages name the file as given
     return _cached(str(p), p.stat().st_mtime_ns if p.exists() else 0)
+
+
+def cached_checkpoint(path: str | Path) -> LoadedCheckpoint:
+    """The checkpoint file loaded (with its generator built) once while it is unchanged."""
+    return _resolve(path)[0]
 
 
 @torch.inference_mode()
