@@ -134,6 +134,8 @@ def cmd_checkpoints(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
     from bot import store
+    if args.n < 1:
+        raise BotError(f"history -n {args.n}: show at least one post (-n 1 or more)")
     with _sessions(settings)() as s:
         rows = [(p.id, _when(p.created_at), Path(p.checkpoint.path).name, p.seed,
                  " ".join(f"{d.channel}:{d.state}" for d in p.deliveries) or "-")
@@ -202,9 +204,13 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
     from bot.posting import retry_failed
     sessions, channels = _ready(settings)
-    print(f"{retry_failed(sessions, settings, channels)} failed deliveries tried again; "
-          "see `status` or `history`")
-    return 0
+    tried, posted = retry_failed(sessions, settings, channels)
+    if not tried:
+        print("no failed deliveries to try again")
+        return 0
+    print(f"{tried} failed deliveries tried again: {posted} posted, {tried - posted} not "
+          "(pending a retry or failed again); see `status` or `history`")
+    return 0 if posted == tried else 1
 
 
 def cmd_regenerate(settings: Settings, args: argparse.Namespace) -> int:

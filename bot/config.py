@@ -227,11 +227,11 @@ class Settings(BaseModel):
             if not isinstance(raw, dict | None):
                 raise ValueError(f"{name}: must be a mapping of settings (or empty)")
             raw = {"type": name, **(raw or {})}
+            model = channel_class(raw["type"]).Settings
             try:
-                out[name] = channel_class(raw["type"]).Settings.model_validate(
-                    raw, context=info.context)
+                out[name] = model.model_validate(raw, context=info.context)
             except ValidationError as e:
-                raise ValueError(_describe(e, f"{name}.")) from None
+                raise ValueError(_describe(e, f"{name}.", model)) from None
         return out
 
     @property
@@ -245,14 +245,35 @@ class Settings(BaseModel):
         return None
 
 
-def _describe(e: ValidationError, prefix: str) -> str:
-    """All of pydantic's complaints on one line, each with the key it is about."""
-    parts = []
+def _complaints(e: ValidationError, prefix: str,
+                model: type[BaseModel]) -> list[tuple[tuple[str, ...], str]]:
+    """Each of pydantic's complaints as (where, text), the text naming its key."""
+    from gan.config import did_you_mean  # light: pydantic, no torch
+    out = []
     for err in e.errors():
-        where = prefix + ".".join(str(x) for x in err["loc"])
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        parts.append(f"{where.rstrip('.')}: {msg.removeprefix('Value error, ')}")
-    return "; ".join(parts)
+        loc = tuple(str(x) for x in err["loc"])
+        where = (prefix + ".".join(loc)).rstrip(".")
+        msg = (f"unknown key{did_you_mean(model, loc, prefix)}"
+               if err["type"] == "extra_forbidden" else err["msg"])
+        out.append((loc, f"{where}: {msg.removeprefix('Value error, ')}"))
+    return out
+
+
+def _describe(e: ValidationError, prefix: str, model: type[BaseModel]) -> str:
+    """All of pydantic's complaints on one line, each with the key it is about."""
+    return "; ".join(text for _, text in _complaints(e, prefix, model))
+
+
+def _blame(e: ValidationError, path: Path, overrides: Sequence[str]) -> str:
+    """The complaints, each under its source: the `--set` whose key it is about, or the file."""
+    keys = {item: tuple(item.partition("=")[0].split(".")) for item in overrides}
+    parts: dict[str, list[str]] = {}
+    for loc, text in _complaints(e, "bot.", Settings):
+        # One key is the other's section: `--set schedule.cron=...` makes a schedule error.
+        source = next((f"--set {item}" for item, key in reversed(keys.items())
+                       if loc and key[:len(loc)] == loc[:len(key)]), str(path))
+        parts.setdefault(source, []).append(text)
+    return "; ".join(f"{source}: {'; '.join(texts)}" for source, texts in parts.items())
 
 
 def _apply_override(data: dict, item: str) -> None:
@@ -321,4 +342,4 @@ def load_settings(path: str | Path | None = None, overrides: Sequence[str] = ())
     try:
         return Settings.model_validate(data, context={"base_dir": base})
     except ValidationError as e:
-        raise ConfigError(f"{path}: {_describe(e, 'bot.')}") from None
+        raise ConfigError(_blame(e, path, overrides)) from None

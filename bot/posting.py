@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot import BotError, locks, store
@@ -534,13 +535,18 @@ def deliver_pending(sessions: sessionmaker[Session], settings: Settings,
 
 
 def retry_failed(sessions: sessionmaker[Session], settings: Settings,
-                 channels: dict[str, Channel]) -> int:
-    """Failed deliveries get a fresh attempt budget and are tried now; returns how many."""
+                 channels: dict[str, Channel]) -> tuple[int, int]:
+    """Failed deliveries get a fresh attempt budget and are tried now; returns how many were
+    tried, and how many of them are posted now."""
     with locks.hold(locks.lock_path(settings, "post")):
         with sessions.begin() as s:
-            n = store.reset_failed(s)
+            failed = list(s.scalars(select(Delivery.id).where(Delivery.state == FAILED)))
+            store.reset_failed(s)
         _deliver_due(sessions, settings, channels)
-    return n
+    with sessions() as s:
+        posted = s.scalar(select(func.count()).select_from(Delivery)
+                          .where(Delivery.id.in_(failed), Delivery.state == POSTED))
+    return len(failed), posted
 
 
 @dataclass

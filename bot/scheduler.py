@@ -133,11 +133,15 @@ def run_daemon(settings: Settings) -> None:
     """Post on the schedule until SIGTERM or SIGINT. One daemon per database."""
     # torch stays out of the daemon: a worker process draws, and exits when idle (bot/render.py).
     with _daemon_lock(settings) as fd, in_worker():
-        sessions = open_database(settings.database_url)
-        ensure_active(sessions, settings)
         channels = build_channels(settings.channels, settings.data_dir)
         if not channels:
             raise BotError("no channel is enabled: enable one under bot.channels")
+        # The first line, before the database, the default checkpoint and the memorisation
+        # index have their say: where to look (the outbox's gallery page).
+        log.info("posts go to %s",
+                 "; ".join(f"{name}: {ch.where()}" for name, ch in channels.items()))
+        sessions = open_database(settings.database_url)
+        ensure_active(sessions, settings)
         log_guard(settings.memorisation, settings.data_dir)
 
         owed = threading.Event()  # a post failed for want of a checkpoint file: retry soon
@@ -190,8 +194,7 @@ def run_daemon(settings: Settings) -> None:
         sched.add_listener(on_start, EVENT_SCHEDULER_STARTED)
         sched.add_listener(on_job, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
         stopping = _stop_on_signals(sched)
-        log.info("daemon %d started; posts go to %s", os.getpid(),
-                 "; ".join(f"{name}: {ch.where()}" for name, ch in channels.items()))
+        log.info("daemon %d started", os.getpid())
         sched.start()
         for stopper in stopping:
             stopper.join()

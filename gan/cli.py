@@ -159,19 +159,26 @@ def _cmd_clean(a) -> int:
     return 0
 
 
+def _make_folder(folder: Path) -> None:
+    """mkdir -p, said aloud: a typo in --out should not quietly grow a tree somewhere."""
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        print(f"created the folder {folder.resolve()}")
+
+
 def _cmd_sample(a) -> int:
     from gan.sampling import generate_array, grid
 
     seeds = parse_seeds(a.seeds)
     images = generate_array(a.checkpoint, seeds)
     if a.separate:
-        a.out.mkdir(parents=True, exist_ok=True)
+        _make_folder(a.out)
         from PIL import Image
         for s, img in zip(seeds, images):
             Image.fromarray(img).save(a.out / f"seed{s:05d}.png")
         print(f"wrote {len(seeds)} images to {a.out}/")
     else:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(a.out.parent)
         grid(images, scale=a.scale).save(a.out)
         print(f"wrote a grid of {len(seeds)} faces (seeds {a.seeds}) to {a.out}")
     return 0
@@ -185,9 +192,10 @@ def _cmd_interpolate(a) -> int:
     frames = interpolate(a.checkpoint, a.seed_a, a.seed_b, a.frames)
     frames = [f.resize((128, 128)) for f in frames]
     frames = frames + frames[::-1][1:-1]  # there and back, so the loop is smooth
-    a.out.parent.mkdir(parents=True, exist_ok=True)
+    _make_folder(a.out.parent)
     frames[0].save(a.out, save_all=True, append_images=frames[1:], duration=80, loop=0)
-    print(f"wrote {a.out} ({a.seed_a} -> {a.seed_b}, {a.frames} frames)")
+    print(f"wrote {a.out}: {len(frames)} frames, seed {a.seed_a} -> {a.seed_b} in {a.frames} "
+          "and back")
     return 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -257,12 +257,37 @@ def preset_values(variant: str) -> dict[str, Any]:
     return values
 
 
-def _format_validation(e: ValidationError) -> str:
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The settings class a field holds (through Optional, Annotated), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        if (found := _model_of(arg)) is not None:
+            return found
+    return None
+
+
+def did_you_mean(model: type[BaseModel], loc: Sequence[Any], prefix: str = "") -> str:
+    """' (did you mean train.batch_size?)' for the unknown key at `loc` of `model`, when a
+    known one is close enough to be the one meant; else ''."""
+    import difflib
+    *parents, leaf = [str(x) for x in loc]
+    for part in parents:
+        field = model.model_fields.get(part)
+        model = _model_of(field.annotation) if field is not None else None
+        if model is None:
+            return ""
+    close = difflib.get_close_matches(leaf, list(model.model_fields), n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{'.'.join([*parents, close[0]])}?)" if close else ""
+
+
+def _format_validation(e: ValidationError, model: type[BaseModel] = Config,
+                       prefix: str = "") -> str:
     err = e.errors()[0]
     loc = ".".join(str(x) for x in err["loc"])
     if err["type"] == "extra_forbidden":
-        return f"unknown setting '{loc}'"
-    return f"bad value for '{loc}': {err['msg']}" if loc else err["msg"]
+        return f"unknown setting '{prefix}{loc}'{did_you_mean(model, err['loc'], prefix)}"
+    return f"bad value for '{prefix}{loc}': {err['msg']}" if loc else err["msg"]
 
 
 def resolve(tree: dict[str, Any]) -> Config:
@@ -288,8 +313,9 @@ def _unknown_in_file(tree: dict[str, Any], path: Path | None) -> None:
     except ValidationError as e:
         extra = [err for err in e.errors() if err["type"] == "extra_forbidden"]
         if extra:
-            raise ConfigError(f"{path}: unknown setting "
-                              f"'{'.'.join(str(x) for x in extra[0]['loc'])}'") from None
+            loc = extra[0]["loc"]
+            raise ConfigError(f"{path}: unknown setting '{'.'.join(str(x) for x in loc)}'"
+                              f"{did_you_mean(Config, loc)}") from None
 
 
 def load_config(path: Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -321,7 +347,7 @@ def load_metrics_config(path: Path | None = None,
     try:
         cfg = MetricsConfig.model_validate(section)
     except ValidationError as e:
-        raise ConfigError(_format_validation(e).replace("'", "'metrics.", 1)) from None
+        raise ConfigError(_format_validation(e, MetricsConfig, "metrics.")) from None
     w = cfg.inception_weights
     if w is not None and path is not None and "inception_weights" not in given:
         w = Path(w).expanduser()

@@ -52,7 +52,8 @@ def test_an_unknown_key_in_the_file_names_the_file(tmp_path):
     path.write_text("variant: dcgan\ntrain:\n  batch_sise: 8\n")
     with pytest.raises(ConfigError) as e:
         load_config(path)
-    assert str(e.value) == f"{path}: unknown setting 'train.batch_sise'"
+    assert str(e.value) == (f"{path}: unknown setting 'train.batch_sise' "
+                            "(did you mean train.batch_size?)")
     path.write_text("variant: dcgan\n")
     with pytest.raises(ConfigError) as e:  # an override's mistake is not the file's
         load_config(path, ["model.colour=red"])

@@ -141,7 +141,7 @@ def test_gives_up_after_max_attempts_and_retry_revives(write_config, sessions):
     assert (d.state, d.attempts, d.last_error) == ("failed", 2, "boom")
     assert posting.deliver_pending(sessions, settings, {"a": ch}) == 0  # failed stays failed
 
-    assert posting.retry_failed(sessions, settings, {"a": ch}) == 1
+    assert posting.retry_failed(sessions, settings, {"a": ch}) == (1, 1)  # tried, posted
     d = _deliveries(sessions, post_id)["a"]
     assert (d.state, d.attempts) == ("posted", 1)
     assert log == [("a", 1)]
