@@ -3,11 +3,15 @@
 
     python bench/d_probe.py --data ../shared/data/animefaces --steps 100
 
-Trains only D, with its variant's loss and optimiser settings, on real faces against the
-samples of an untrained (freshly initialised, frozen) generator, then against a frozen
-trained one (--checkpoint, optional), and prints D's mean output on held-out real and fake
-batches every --every steps. A discriminator that cannot push its fakes' output down here
-gives its generator little to learn from; this isolates D from the generator's dynamics.
+Trains only D, with its variant's loss and optimiser settings, on real faces against each
+kind of frozen fakes in --fakes, then against a frozen trained generator (--checkpoint,
+optional), and prints D's mean output on held-out real and fake batches every --every steps.
+A discriminator that cannot push its fakes' output down here gives its generator little to
+learn from; this isolates D from the generator's dynamics.
+
+Fakes: `untrained` is a freshly initialised generator of the variant (smooth blobs); `noise`
+is per-pixel colour noise around the real faces' mean colour (`NoiseGenerator`), what all the
+capsule runs of docs/results.md drifted to, reproducible without their checkpoint.
 """
 
 from __future__ import annotations
@@ -29,8 +33,36 @@ from gan.models import build_discriminator, build_generator  # noqa: E402
 from gan.sampling import image_of  # noqa: E402
 
 
+FAKES = ("untrained", "noise")
+
+
+class NoiseGenerator(torch.nn.Module):
+    """A frozen "generator" of high-frequency colour noise: every pixel and channel drawn
+    independently, N(mean colour, `std`) clamped to [-1, 1]. `std` 0.3 and the mean colour
+    match the grids of the capsule runs that drifted to noise (pixel std about 0.28 there, no
+    correlation between neighbouring pixels). Draws from its own seeded RNG, so a probe is
+    repeatable; the latent only sets the batch size."""
+
+    def __init__(self, mean_colour: torch.Tensor, std: float = 0.3, seed: int = 0, size: int = 64):
+        super().__init__()
+        self.register_buffer("mean_colour", mean_colour.view(1, 3, 1, 1).float())
+        self.std, self.size = std, size
+        self.rng = torch.Generator().manual_seed(seed)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(z.shape[0], 3, self.size, self.size, generator=self.rng)
+        return (self.mean_colour + self.std * noise).clamp(-1, 1)
+
+
+def mean_colour(faces: torch.Tensor) -> torch.Tensor:
+    """The faces' (uint8 B x 3 x H x W) mean colour in [-1, 1], per channel."""
+    return faces.float().mean(dim=(0, 2, 3)) / 127.5 - 1
+
+
 def probe(variant: str, faces: torch.Tensor, G: torch.nn.Module | None, steps: int, every: int,
           batch: int, extra: list[str]) -> list[tuple[int, float, float]]:
+    """D's mean output on held-out (real, fake) batches at steps 0, every, 2 every, ... steps;
+    G None = an untrained generator of the variant."""
     torch.manual_seed(0)
     cfg = load_config(None, [f"variant={variant}", "data.path=.", *extra])
     D = build_discriminator(cfg).train()
@@ -73,10 +105,15 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--variants", default="forcecore,dcgan,capsule,capsule;loss.kind=bce",
                    help="comma-separated; `variant;key=value;...` for extra settings")
+    p.add_argument("--fakes", default=",".join(FAKES),
+                   help=f"comma-separated kinds of frozen fakes: {', '.join(FAKES)}")
     p.add_argument("--checkpoint", type=Path, help="also probe against this frozen generator")
     a = p.parse_args()
     if not a.data.is_dir():
         p.error(f"--data {a.data}: not a folder of faces")
+    fakes = [f for f in a.fakes.split(",") if f]
+    if bad := sorted(set(fakes) - set(FAKES)):
+        p.error(f"--fakes: unknown kind {', '.join(bad)} (known: {', '.join(FAKES)})")
     entries = [e.split(";") for e in a.variants.split(",")]
     for variant, *extra in entries:
         try:
@@ -84,15 +121,20 @@ def main() -> int:
         except ConfigError as e:
             p.error(f"{variant}: {e}")
     faces = FaceDataset.load(a.data, ".cache/datasets", progress=False).images
-    gens: list[tuple[str, torch.nn.Module | None]] = [("untrained G", None)]
+    # Factories, so every probe starts its noise generator from the same seed.
+    colour = mean_colour(faces)
+    kinds = {"untrained": ("untrained G", lambda: None),
+             "noise": ("noise G", lambda: NoiseGenerator(colour).eval())}
+    gens = [kinds[f] for f in fakes]
     if a.checkpoint:
-        gens.append((f"{a.checkpoint.name}", load_checkpoint(a.checkpoint).generator().eval()))
+        trained = load_checkpoint(a.checkpoint).generator().eval()
+        gens.append((a.checkpoint.name, lambda: trained))
     print("| fakes from | D | " + " | ".join(f"step {s}: real / fake" for s in
                                            range(0, a.steps + 1, a.every)) + " |")
     print("|---|---|" + "---:|" * len(range(0, a.steps + 1, a.every)))
-    for gname, G in gens:
+    for gname, make_g in gens:
         for variant, *extra in entries:
-            rows = probe(variant, faces, G, a.steps, a.every, a.batch, extra)
+            rows = probe(variant, faces, make_g(), a.steps, a.every, a.batch, extra)
             cells = " | ".join(f"{r:.2f} / {f:.2f}" for _, r, f in rows)
             print(f"| {gname} | {';'.join([variant, *extra])} | {cells} |", flush=True)
     return 0

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from gan.metrics import read_metrics
@@ -97,3 +98,37 @@ def test_a_bad_entry_is_one_line_before_any_training(faces_dir, tmp_path):
                             str(faces_dir), "--variants", "capsule;loss.kind=nope"],
                            cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
     assert probe.returncode == 2 and "bad value for 'loss.kind'" in probe.stderr
+
+
+def test_d_probe_noise_generator_is_per_pixel_colour_noise():
+    from bench.d_probe import NoiseGenerator, mean_colour
+    faces = torch.zeros(4, 3, 64, 64, dtype=torch.uint8)
+    faces[:, 0] = 255  # red faces: mean colour (1, -1, -1)
+    colour = mean_colour(faces)
+    torch.testing.assert_close(colour, torch.tensor([1.0, -1.0, -1.0]))
+    G = NoiseGenerator(torch.tensor([0.2, 0.0, -0.2]))
+    x = G(torch.zeros(32, 100))
+    assert x.shape == (32, 3, 64, 64) and x.abs().max() <= 1
+    torch.testing.assert_close(x.mean(dim=(0, 2, 3)), torch.tensor([0.2, 0.0, -0.2]),
+                               atol=0.01, rtol=0)
+    torch.testing.assert_close(x.std(dim=(0, 2, 3)), torch.full((3,), 0.3), atol=0.01, rtol=0)
+    # High-frequency: neighbouring pixels are uncorrelated (a face's are close to 1).
+    a, b = x[:, 0, :, :-1].flatten(), x[:, 0, :, 1:].flatten()
+    assert abs(float(torch.corrcoef(torch.stack([a, b]))[0, 1])) < 0.02
+    # Reproducible: a new generator with the same seed draws the same noise.
+    torch.testing.assert_close(NoiseGenerator(torch.zeros(3))(torch.zeros(2, 1)),
+                               NoiseGenerator(torch.zeros(3))(torch.zeros(2, 1)))
+
+
+def test_d_probe_fakes_option(faces_dir, tmp_path):
+    p = subprocess.run([sys.executable, str(REPO / "bench" / "d_probe.py"), "--data",
+                        str(faces_dir), "--steps", "1", "--every", "1", "--batch", "4",
+                        "--variants", "dcgan", "--fakes", "noise"],
+                       cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert [line.split(" | ")[0] for line in p.stdout.splitlines()[2:]] == ["| noise G"]
+    bad = subprocess.run([sys.executable, str(REPO / "bench" / "d_probe.py"), "--data",
+                          str(faces_dir), "--fakes", "noise,blobs"],
+                         cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--fakes: unknown kind blobs" in bad.stderr
+    assert "Traceback" not in bad.stderr
