@@ -271,3 +271,13 @@ def test_the_migration_marks_unfinished_tried_deliveries_as_maybe_sent(tmp_path)
         marked = conn.execute(text("SELECT id FROM deliveries WHERE maybe_sent_at IS NOT NULL"
                                    " ORDER BY id")).scalars().all()
     assert marked == [1, 2]  # tried and unfinished: the next attempt looks first
+
+
+def test_status_shows_a_failing_channel(setup, server, capsys, restore_logging):
+    server.fail("POST", "/api/v2/media", 503, "maintenance")
+    cfg, settings, sessions, channels = setup(mastodon(server))
+    posting.post_once(sessions, settings, channels)
+    assert main(["--config", str(cfg), "status"]) == 0
+    [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("channel ")]
+    assert line.startswith("channel mastodon: failing since ")
+    assert line.endswith(" UTC, retried by itself")
