@@ -2,7 +2,7 @@
 """Training speed: our loop against the pytorch/examples DCGAN loop, in one process.
 
     python bench/train_speed.py                 # CPU, batch 64, all rows
-    python bench/train_speed.py --steps 5 --variants dcgan,capsule --bf16 --channels-last
+    python bench/train_speed.py --steps 5 --variants dcgan,capsule --bf16 --contiguous
     python bench/train_speed.py --batch 8 --steps 1   # a quick check that every row runs
 
 Rows: the reference step (pytorch/examples dcgan/main.py: D on real, D on detached fake, one D
@@ -31,7 +31,7 @@ from gan.training import Trainer  # noqa: E402
 
 
 # One row per variant: the two DCGAN baselines, then each experiment.
-VARIANTS = ["dcgan", "forcecore", "forcecore+mbstd", "capsule", "capsule-ensemble", "hog",
+VARIANTS = ["dcgan", "forcecore", "modern", "forcecore+mbstd", "capsule", "capsule-ensemble", "hog",
             "capsule+hog+mbstd"]
 
 
@@ -129,7 +129,8 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help="comma-separated variants, one row each (default: all of issue 5's)")
     ap.add_argument("--bf16", action="store_true", help="also time our step with bf16 autocast")
-    ap.add_argument("--channels-last", action="store_true", help="also time channels_last")
+    ap.add_argument("--contiguous", action="store_true",
+                    help="also time dcgan without channels_last (channels_last is the default layout)")
     ap.add_argument("--threads", type=int, default=None)
     a = ap.parse_args()
     if a.threads:
@@ -152,8 +153,8 @@ def main() -> None:
         return tr.train_step
 
     configs = [(v, ()) for v in a.variants.split(",")]
-    if a.channels_last:
-        configs.append(("dcgan", ("train.channels_last=true",)))
+    if a.contiguous:
+        configs.append(("dcgan", ("train.channels_last=false",)))
     if a.bf16:
         configs.append(("dcgan", ("train.bf16=true",)))
     for variant, extra in configs:

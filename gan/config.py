@@ -112,15 +112,15 @@ class MetricsConfig(_Section):
 
 
 class Config(_Section):
-    name: str = Field("run", pattern=r"^[A-Za-z0-9_.+-]+$")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.+-]+$")  # null: the variant's
     variant: str = "forcecore"
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     @model_validator(mode="after")
     def _batch_fits_groups(self) -> "Config":

@@ -382,10 +382,22 @@ class Trainer:
 
 
 def prepare_run(cfg: Config) -> Path:
-    """Create the run folder and write the resolved config before the first step."""
-    run_dir = new_run_dir(Path(cfg.train.runs_dir), cfg.name)
+    """Create the run folder (named `name`, else after the variant) and write the resolved
+    config before the first step."""
+    run_dir = new_run_dir(Path(cfg.train.runs_dir), cfg.name or cfg.variant)
     (run_dir / "config.json").write_text(json.dumps(cfg.to_plain(), indent=2) + "\n")
     return run_dir
+
+
+def _describe(trainer: "Trainer", dataset: FaceDataset) -> str:
+    cfg, t = trainer.cfg, trainer.cfg.train
+    dev = trainer.device
+    where = (f"{dev} ({torch.get_num_threads()} threads)" if dev.type == "cpu"
+             else f"{dev} ({torch.cuda.get_device_name(dev)})")
+    left = max(trainer.total_steps - trainer.step, 0)
+    return (f"training {cfg.variant} on {where}, {trainer.dist.world} process(es); "
+            f"{len(dataset):,} faces; {t.total_images:,} images = {trainer.total_steps:,} steps "
+            f"of {t.batch_size} ({left:,} to go)")
 
 
 def train(cfg: Config, resume: Path | None = None,
@@ -399,26 +411,36 @@ def train(cfg: Config, resume: Path | None = None,
         ck = load_checkpoint(resume)
         if ck.kind != "training":
             raise ValueError(f"{resume}: an exported checkpoint has no optimizer state to resume")
+        if ck.images_seen >= cfg.train.total_images:
+            raise ValueError(
+                f"{Path(resume).parent} is finished ({ck.images_seen:,} of train.total_images="
+                f"{cfg.train.total_images:,} images seen); to train longer: python train.py "
+                f"resume {Path(resume).parent} train.total_images={2 * ck.images_seen}")
     main = int(os.environ.get("RANK", "0")) == 0
     if dataset is None:
         dataset = FaceDataset.load(cfg.data.path, cfg.data.cache_dir,
                                    progress=cfg.train.progress and main)
+    # Built before the run folder exists: a run that cannot start (no such device, fewer faces
+    # than a batch) leaves no empty folder behind.
+    trainer = Trainer(cfg, dataset, None, ck)
     if resume is not None:
         run_dir = Path(resume).parent
     elif main:
         run_dir = prepare_run(cfg)
     else:
         run_dir = None
+    trainer.run_dir = run_dir
     if run_dir is not None and dataset.skipped:
         listed = dataset.write_skipped(run_dir / "skipped.txt")
         log.warning("the %d skipped file(s) of the dataset are listed in %s",
                     len(dataset.skipped), listed)
-    trainer = Trainer(cfg, dataset, run_dir, ck)
     if trainer.dist.world > 1:
         # Only rank 0 names the run folder; the others learn it to find the grids' seeds etc.
         holder = [str(run_dir) if run_dir else None]
         dist.broadcast_object_list(holder, src=0)
         trainer.run_dir = Path(holder[0])
+    if main:
+        log.info("%s; run folder %s", _describe(trainer, dataset), trainer.run_dir)
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     for s in old:
         signal.signal(s, trainer.request_stop)
@@ -427,4 +449,8 @@ def train(cfg: Config, resume: Path | None = None,
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+    if main and trainer.step < trainer.total_steps:
+        log.warning("stopped at step %d (%d images seen); checkpoint %s; resume with: "
+                    "python train.py resume %s", trainer.step, trainer.images_seen, last,
+                    trainer.run_dir)
     return trainer.run_dir, last
