@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import io
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -16,6 +23,8 @@ from bot.channels import build_channels
 from bot.checkpoints import ensure_active
 from bot.db import open_database
 from bot.models import ChannelState, Delivery, utcnow
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Seeds(random.Random):
@@ -62,3 +71,41 @@ def is_enlarged(data: bytes, original: Path, scale: int = 8) -> bool:
     with Image.open(io.BytesIO(data)) as big, Image.open(original) as small:
         return (big.size == (small.width * scale, small.height * scale) and np.array_equal(
             np.asarray(big.convert("RGB"))[::scale, ::scale], np.asarray(small.convert("RGB"))))
+
+
+class Daemon:
+    """`python -m bot run` in `cwd`, its log appended to `log`."""
+
+    def __init__(self, cwd: Path, log: Path, *options: str):
+        self.log = log
+        self.start = len(log.read_text()) if log.exists() else 0
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        with log.open("a") as err:
+            self.process = subprocess.Popen([sys.executable, "-m", "bot", *options, "run"],
+                                            cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                                            stderr=err)
+
+    def text(self) -> str:
+        """What this daemon logged."""
+        return self.log.read_text()[self.start:]
+
+    def wait_for(self, text: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.text():
+            assert self.process.poll() is None, self.text()
+            assert time.monotonic() < deadline, f"no '{text}' in:\n{self.text()}"
+            time.sleep(0.1)
+
+
+@contextmanager
+def daemon(cwd: Path, log: Path, *options: str) -> Iterator[Daemon]:
+    """A daemon for the block; stopped with SIGTERM after it, which must end it cleanly."""
+    d = Daemon(cwd, log, *options)
+    try:
+        yield d
+        d.process.send_signal(signal.SIGTERM)
+        assert d.process.wait(60) == 0, d.text()
+    finally:
+        if d.process.poll() is None:
+            d.process.kill()
+            d.process.wait(30)

@@ -5,11 +5,6 @@ the shipped default so the account goes on posting."""
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,9 +14,7 @@ from bot.checkpoints import CheckpointUnavailable, publish, usable_checkpoint
 from bot.cli import main
 from bot.config import load_settings
 from gan.testing import make_tiny_checkpoint
-from helpers import bot_parts
-
-REPO = Path(__file__).resolve().parents[2]
+from helpers import bot_parts, daemon
 
 
 @pytest.fixture
@@ -84,26 +77,9 @@ def test_the_daemon_tries_again_at_the_next_poll(write_config, mine, tmp_path):
                        schedule={"interval_minutes": 600, "post_at_start": True})
     _published(load_settings(cfg), mine)
     aside = mine.rename(tmp_path / "aside.pt")
-    log = tmp_path / "daemon.log"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    with log.open("w") as err:
-        daemon = subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=tmp_path, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=err)
-
-    def wait_for(text: str) -> None:
-        deadline = time.monotonic() + 90
-        while text not in log.read_text():
-            assert daemon.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-
-    try:
-        wait_for("trying again in 0.5 s (retry.poll_s)")
-        assert "checkpoint #2 is missing" in log.read_text()
+    with daemon(tmp_path, tmp_path / "daemon.log") as d:
+        d.wait_for("trying again in 0.5 s (retry.poll_s)")
+        assert "checkpoint #2 is missing" in d.text()
         aside.rename(mine)  # put back: the next poll posts, not the slot ten hours away
-        wait_for("posted post 1 to outbox")
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(60) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-    assert "Traceback" not in log.read_text()
+        d.wait_for("posted post 1 to outbox")
+    assert "Traceback" not in d.text()

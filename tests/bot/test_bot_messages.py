@@ -4,16 +4,8 @@ gallery page in the daemon's first log line."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 from bot.cli import main
-
-REPO = Path(__file__).resolve().parents[2]
+from helpers import daemon
 
 
 def _run(capsys, *args: str) -> tuple[int, str, str]:
@@ -68,22 +60,9 @@ def test_a_file_mistake_is_still_the_file(write_config, capsys, restore_logging)
 
 def test_the_gallery_is_the_first_log_line(write_config, tmp_path):
     write_config()
-    log = tmp_path / "daemon.log"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    with log.open("w") as err:
-        daemon = subprocess.Popen([sys.executable, "-m", "bot", "run"], cwd=tmp_path, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=err)
-    try:
-        deadline = time.monotonic() + 90
-        while f"daemon {daemon.pid} started" not in log.read_text():
-            assert daemon.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(60) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-    lines = log.read_text().splitlines()
+    with daemon(tmp_path, tmp_path / "daemon.log") as d:
+        d.wait_for(f"daemon {d.process.pid} started")
+    lines = d.text().splitlines()
     gallery = (tmp_path / "data" / "outbox" / "index.html").as_uri()
     assert lines[0].endswith(f"INFO posts go to outbox: {gallery}"), lines[:3]
     assert "database schema upgraded" in "\n".join(lines[1:])  # a first start: it came after
