@@ -98,12 +98,17 @@ def compare(settings, server) -> list[tuple[str, str, str]]:
     stuck = sum(1 for d in deliveries if d.state != "posted")
     wrong = sum(1 for d in deliveries if d.state == "posted" and d.remote_id != ids.get(d.post_id))
     statuses = len(server.statuses)
+    # Uploads the server made but whose answer never reached the bot: it cannot reuse those.
+    lost_answer = ("commit_then_500", "drop", "slow")
+    unanswered = sum(1 for r in server.requests if r.method == "POST"
+                     and r.path.endswith("/media") and r.fault in lost_answer)
     return [("posts recorded", str(len(posts)), ""),
             ("statuses on the server", str(statuses), "= posts"),
             ("lost", str(lost), "0"), ("duplicated", str(duplicated), "0"),
             ("stuck (not posted at the end)", str(stuck), "0"),
             ("wrong remote id", str(wrong), "0"),
             ("uploads per status", f"{len(server.media) / max(statuses, 1):.3f}", "<= 1.1"),
+            ("  of which answers lost to a fault", f"{unanswered / max(statuses, 1):.3f}", ""),
             ("requests into an announced 429 window", str(server.into_window), "0")]
 
 

@@ -71,6 +71,7 @@ class Seen:
     query: dict[str, list[str]]
     form: dict[str, list[str]]
     files: dict[str, tuple[str, str, bytes]]
+    fault: str = ""  # the chaos fault it got, if any
 
 
 @dataclass
@@ -220,7 +221,7 @@ class FakeMastodon:
                         parse_qs(query, keep_blank_values=True), form, files)
             with self._lock:
                 self.requests.append(seen)
-                fault = self._take_fault(seen) or self._chaos_fault()
+                fault = self._take_fault(seen) or self._chaos_fault(seen)
             headers: dict[str, str] = {}
             if fault is None or fault.status is None or fault.after_work:
                 with self._lock:
@@ -244,13 +245,14 @@ class FakeMastodon:
                 return f
         return None
 
-    def _chaos_fault(self) -> Fault | None:
+    def _chaos_fault(self, seen: Seen) -> Fault | None:
         c = self.chaos
         if c is None:
             return None
         now = time.time()
         if now < self.window_until:  # announced by the 429 that opened it
             self.into_window += 1
+            seen.fault = "into_window"
             return self._window_fault()
         draw = c.rng.random()
         for kind in ("error", "commit_then_500", "drop", "slow", "window"):
@@ -260,6 +262,7 @@ class FakeMastodon:
         else:
             return None
         self.injected[kind] += 1
+        seen.fault = kind
         if kind == "window":
             # Whole milliseconds, as X-RateLimit-Reset states it.
             self.window_until = math.ceil((now + c.rng.uniform(*c.window_s)) * 1000) / 1000

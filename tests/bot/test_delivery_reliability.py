@@ -224,7 +224,7 @@ def test_a_channel_failing_for_an_hour_is_warned_about_once(setup, server, caplo
         s.execute(update(ChannelState).values(failing_since=utcnow() - timedelta(minutes=61)))
     retry_once(sessions, settings, channels)
     retry_once(sessions, settings, channels)
-    warnings = [r.getMessage() for r in caplog.records if "has been failing since" in r.getMessage()]
+    warnings = [m for m in caplog.messages if "has been failing since" in m]
     assert len(warnings) == 1 and warnings[0].startswith("mastodon has been failing since ")
     retry_once(sessions, settings, channels)  # it heals: the channel is no longer failing
     with sessions() as s:
