@@ -4,6 +4,7 @@ the real database and migrations."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -110,6 +111,19 @@ def test_a_429_pauses_the_channel_until_the_reset_and_only_that_channel(setup, s
     assert [helpers.delivery(sessions, i, "mastodon").state for i in (1, 2)] == ["posted"] * 2
     assert len(server.statuses) == 2
 
+
+
+def test_a_429_from_x_pauses_x(setup, x):
+    reset = int(time.time()) + 900
+    x.fail("POST", "/2/media/upload", (429, {"title": "Too Many Requests"},
+                                       {"x-rate-limit-reset": str(reset)}))
+    _, settings, sessions, channels = setup({"twitter": {}})
+    posting.post_once(sessions, settings, channels)
+    posting.post_once(sessions, settings, channels)
+    assert x.calls == [("POST", "/2/media/upload")]  # the second post waits for the reset
+    with sessions() as s:
+        paused = s.get(ChannelState, "twitter").paused_until.timestamp()
+    assert reset - 2 <= paused <= reset + 2
 
 # ---- 3. one upload per post: the next attempt reuses the image while the server has it
 
