@@ -457,10 +457,13 @@ def _failed(settings: Settings, d: Delivery, state: ChannelState, e: Exception) 
     r = settings.retry
     horizon = timedelta(hours=r.give_up_after_h)
     if ended - d.failing_since >= horizon or (r.max_attempts and d.attempts >= r.max_attempts):
-        d.state = FAILED
-        log.error("post %d → %s: failed after %d attempts over %s: %s (`retry` tries again)",
-                  d.post_id, d.channel, d.attempts,
-                  str(ended - d.failing_since).split(".")[0], reason)
+        # Say why a retryable error ended as failed, and that `retry` revives it.
+        limit = (f"{d.attempts} attempts (retry.max_attempts)"
+                 if r.max_attempts and d.attempts >= r.max_attempts else
+                 f"{(ended - d.failing_since) / timedelta(hours=1):.1f} h of failures "
+                 "(retry.give_up_after_h)")
+        d.state, d.last_error = FAILED, f"{reason}; gave up after {limit}"
+        log.error("post %d → %s: %s; `retry` tries again", d.post_id, d.channel, d.last_error)
     else:
         d.next_attempt_at = ended + backoff(settings, d.attempts,
                                             getattr(e, "retry_after", None))

@@ -227,7 +227,8 @@ def test_transient_failures_give_up_after_the_horizon_with_the_reason(setup, ser
     retry_once(sessions, settings, channels)
     d = helpers.delivery(sessions, 1, "mastodon")
     assert (d.state, d.attempts) == ("failed", 2)
-    assert d.last_error == f"HTTP 503: maintenance ({server.url[7:]})"
+    assert d.last_error == (f"HTTP 503: maintenance ({server.url[7:]}); gave up after 24.1 h "
+                            "of failures (retry.give_up_after_h)")
 
 
 def test_a_channel_failing_for_an_hour_is_warned_about_once(setup, server, caplog):
