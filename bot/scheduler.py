@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
 from typing import Callable, Iterator
@@ -107,6 +108,13 @@ def _daemon_lock(settings: Settings) -> Iterator[int]:
         yield fd
 
 
+def _stop(sched: BlockingScheduler) -> None:
+    while not sched.running:  # a signal just before start(): stop as soon as it has started
+        time.sleep(0.05)
+    sched.pause()
+    sched.shutdown(wait=True)
+
+
 def _stop_on_signals(sched: BlockingScheduler) -> list[threading.Thread]:
     """SIGTERM and SIGINT: pause, then shut down once the running post is done."""
     stopping: list[threading.Thread] = []
@@ -119,8 +127,7 @@ def _stop_on_signals(sched: BlockingScheduler) -> list[threading.Thread]:
         # pause first: shutdown alone can still hand a due job to the closed executor.
         # In a thread, because a signal handler interrupts the main thread wherever it is,
         # possibly inside the scheduler holding a lock that shutdown needs.
-        stopper = threading.Thread(target=lambda: (sched.pause(), sched.shutdown(wait=True)),
-                                   name="stop")
+        stopper = threading.Thread(target=_stop, args=(sched,), name="stop", daemon=True)
         stopping.append(stopper)
         stopper.start()
 
