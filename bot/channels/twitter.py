@@ -158,13 +158,10 @@ class TwitterChannel(Channel):
         with self._errors():
             if post.maybe_sent and (earlier := self._earlier(post, caption)):
                 return earlier
+            media_id = self._media(png, post)
+            post.on_sending()
             try:
-                tweet = self._tweet(caption, self._media(png, post, post.media_id))
-            except (tweepy.BadRequest, tweepy.NotFound):
-                if post.media_id is None:
-                    raise
-                # X no longer has the kept image (it keeps one a day): upload it again, once.
-                tweet = self._tweet(caption, self._media(png, post, None))
+                tweet = self.client.create_tweet(text=caption, media_ids=[media_id])
             except tweepy.Forbidden as e:
                 if not any("duplicate" in str(m).lower() for m in e.api_messages):
                     raise
@@ -180,19 +177,23 @@ class TwitterChannel(Channel):
         tweet_id = str(tweet.data["id"])
         return Receipt(remote_id=tweet_id, url=f"https://x.com/i/web/status/{tweet_id}")
 
-    def _media(self, png: bytes, post: Outgoing, media_id: str | None) -> str:
-        """`media_id` (kept from an earlier attempt) or a new upload, with its alt text set;
-        then the tweet request may go out."""
-        if media_id is None:
-            media_id = self._upload(png, post.post_id)
-            post.on_media(media_id)
-        self._post(METADATA_URL, json={"id": media_id,
-                                       "metadata": {"alt_text": {"text": post.alt_text}}})
-        post.on_sending()
+    def _media(self, png: bytes, post: Outgoing) -> str:
+        """The image with its alt text set: the one an earlier attempt uploaded while X still
+        has it (a day), else a new upload."""
+        if post.media_id is not None:
+            try:
+                self._set_alt_text(post.media_id, post.alt_text)
+                return post.media_id
+            except (tweepy.BadRequest, tweepy.NotFound):
+                pass  # expired: upload it again
+        media_id = self._upload(png, post.post_id)
+        post.on_media(media_id)
+        self._set_alt_text(media_id, post.alt_text)
         return media_id
 
-    def _tweet(self, caption: str, media_id: str) -> tweepy.Response:
-        return self.client.create_tweet(text=caption, media_ids=[media_id])
+    def _set_alt_text(self, media_id: str, alt_text: str) -> None:
+        self._post(METADATA_URL, json={"id": media_id,
+                                       "metadata": {"alt_text": {"text": alt_text}}})
 
     def _earlier(self, post: Outgoing, caption: str) -> Receipt | None:
         earlier = self._find_earlier(post, caption)
