@@ -10,7 +10,10 @@ and write the table, a sample grid per variant and the loss curves.
 
 Every run uses the same seed, data, batch and images-seen budget; only the variant differs.
 An entry may also be `LABEL=VARIANT;key=value;...`
-(e.g. `capsule-bce=capsule;loss.kind=bce`): that variant with those settings, as its own row.
+(e.g. `capsule-bce=capsule;loss.kind=bce`): that variant with those settings, as its own row;
+or `LABEL@RUN_FOLDER`: a run trained elsewhere (e.g. a longer run of the same recipe, seed and
+batches), measured at its checkpoint of this budget. Every run is measured at the checkpoint
+of exactly --images images seen when it has one (a longer run passes through it).
 A run is found by its name, `cmp-<label>`, in --runs-dir; with --train a missing run is
 trained and an unfinished one resumed. Each run's final checkpoint is evaluated with
 `gan.metrics.evaluate` (<ckpt>.metrics.json beside it, reused while the file is unchanged).
@@ -57,7 +60,11 @@ def cpu_name() -> str:
 
 
 def parse_entry(entry: str) -> tuple[str, str, list[str]]:
-    """`variant` or `label=variant;key=value;...` -> (label, variant, overrides)."""
+    """`variant` or `label=variant;key=value;...` -> (label, variant, overrides); a
+    `label@run_folder` entry -> (label, "@run_folder", [])."""
+    if "@" in entry and "=" not in entry.split("@", 1)[0]:
+        label, run = entry.split("@", 1)
+        return label, "@" + run, []
     if "=" not in entry:
         return entry, entry, []
     label, rest = entry.split("=", 1)
@@ -71,6 +78,27 @@ def find_run(runs_dir: Path, label: str) -> Path | None:
     runs = sorted(p for p in runs_dir.glob(f"*-{name}")
                   if p.is_dir() and re.fullmatch(rf"\d+-{re.escape(name)}", p.name))
     return runs[-1] if runs else None
+
+
+def checkpoint_at(run: Path, images: int) -> Path | None:
+    """The run's checkpoint at `images` images seen if it kept one, else its newest when that
+    is not past the budget (a longer run without that checkpoint cannot be measured at it)."""
+    batch = json.loads((run / "config.json").read_text())["train"]["batch_size"]
+    exact = run / f"ckpt-{-(-images // batch):06d}.pt"
+    if exact.is_file():
+        return exact
+    newest = latest_checkpoint(run)
+    if newest is not None and load_checkpoint(newest).images_seen > images:
+        print(f"{run}: kept no checkpoint at {images} images seen", file=sys.stderr)
+        return None
+    return newest
+
+
+def locate_run(entry: str, a: argparse.Namespace) -> Path | None:
+    label, variant, _ = parse_entry(entry)
+    if variant.startswith("@"):
+        return Path(variant[1:])
+    return train_variant(entry, a) if a.train else find_run(a.runs_dir, label)
 
 
 def train_variant(entry: str, a: argparse.Namespace) -> Path:
@@ -92,9 +120,10 @@ def train_variant(entry: str, a: argparse.Namespace) -> Path:
     return train(cfg)[0]
 
 
-def run_summary(run: Path) -> dict:
-    """Throughput and wall time from stats.jsonl: each line covers log_every steps."""
-    rows = read_stats(run)
+def run_summary(run: Path, images: int | None = None) -> dict:
+    """Throughput and wall time from stats.jsonl (each line covers log_every steps), up to
+    `images` images seen when given (a longer run measured at this budget)."""
+    rows = [r for r in read_stats(run) if images is None or r["images_seen"] <= images]
     cfg = json.loads((run / "config.json").read_text())
     seconds, prev = 0.0, 0
     for r in rows:
@@ -144,20 +173,29 @@ def plot_losses(results: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
+def _fmt(m: dict, key: str, scale: float = 1.0, digits: int = 2) -> str:
+    return f"{m[key] * scale:.{digits}f}" if key in m else "–"
+
+
 def table(results: list[dict], hardware: str) -> str:
+    """One row per run; FLD/KID/precision/recall on the evaluation's features (docs/metrics.md),
+    FHD beside them."""
+    feats = {r["metrics"].get("extractor", "hog") for r in results}
+    main = "FLD" if feats == {"lite2"} else "/".join(sorted(feats))
     lines = [
-        "| variant | FHD ↓ | KID ×10³ ↓ | precision ↑ | recall ↑ | NN dist min / p1 | images/s | "
-        "wall time | hardware |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        f"| variant | {main} ↓ | FHD ↓ | KID ×10³ ↓ | precision ↑ | recall ↑ | NN dist min / p1 "
+        "| images/s | wall time | hardware |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
         m, s = r["metrics"], r["summary"]
         nn = m["nn_distance"]
         hw = f"{hardware}, {s['threads'] or 'all'} thread(s)"
+        first = _fmt(m, "fld") if "fld" in m else _fmt(m, "fid") if "fid" in m else "–"
         lines.append(
-            f"| {r['variant']} | {m['fhd']:.2f} | {m['kid_mean'] * 1e3:.2f} ± "
-            f"{m['kid_std'] * 1e3:.2f} | {m['precision']:.3f} | {m['recall']:.4f} | "
-            f"{nn['min']:.3f} / {nn['p1']:.3f} | {s['images_per_s']:.1f} | "
-            f"{s['seconds'] / 60:.0f} min | {hw} |")
+            f"| {r['variant']} | {first} | {_fmt(m, 'fhd')} | {_fmt(m, 'kid_mean', 1e3)} ± "
+            f"{_fmt(m, 'kid_std', 1e3)} | {_fmt(m, 'precision', digits=3)} | "
+            f"{_fmt(m, 'recall', digits=3)} | {nn['min']:.3f} / {nn['p1']:.3f} | "
+            f"{s['images_per_s']:.1f} | {s['seconds'] / 60:.0f} min | {hw} |")
     return "\n".join(lines)
 
 
@@ -184,6 +222,10 @@ def main() -> int:
     variants = [v.strip() for v in a.variants.split(",") if v.strip()]
     for entry in variants:  # every entry's config checks out before hours of training
         _, variant, extra = parse_entry(entry)
+        if variant.startswith("@"):
+            if not (Path(variant[1:]) / "config.json").is_file():
+                p.error(f"{entry}: {variant[1:]} is not a run folder")
+            continue
         try:
             load_config(None, [f"variant={variant}", f"data.path={a.data}", *a.override, *extra])
         except ConfigError as e:
@@ -194,8 +236,8 @@ def main() -> int:
     results = []
     for entry in variants:
         v = parse_entry(entry)[0]
-        run = train_variant(entry, a) if a.train else find_run(a.runs_dir, v)
-        ckpt = latest_checkpoint(run) if run else None
+        run = locate_run(entry, a)
+        ckpt = checkpoint_at(run, a.images) if run else None
         if ckpt is None:
             print(f"{v}: no finished run cmp-{v} in {a.runs_dir} (use --train)", file=sys.stderr)
             continue
@@ -203,16 +245,19 @@ def main() -> int:
         if ck.images_seen < a.images:
             print(f"{v}: {ckpt} has only {ck.images_seen} of {a.images} images; skipped "
                   "(use --train to finish it)", file=sys.stderr)
+            if a.train:  # the training was stopped (Ctrl+C, SIGTERM): so is the comparison
+                return 1
             continue
         m = read_metrics(ckpt, warn=False)
-        if m is None or m.get("samples") != mcfg.samples:
+        if m is None or m.get("samples") != mcfg.samples or m.get("extractor") != mcfg.features:
             m = evaluate(ckpt, a.data, mcfg)
             write_metrics(ckpt, m)
         faces = generate_array(ck, list(range(64)))
         grid(faces, cols=8).save(a.out / f"{v}.jpg", quality=92)
         results.append({"variant": v, "checkpoint": ckpt, "metrics": m, "faces": faces[:16],
-                        "summary": run_summary(run)})
-        print(f"{v}: FHD {m['fhd']:.2f}, recall {m['recall']:.4f} ({ckpt})", flush=True)
+                        "summary": run_summary(run, a.images)})
+        print(f"{v}: FLD {m.get('fld', float('nan')):.2f}, FHD {m['fhd']:.2f}, "
+              f"recall {m['recall']:.4f} ({ckpt})", flush=True)
     if not results:
         return 1
 

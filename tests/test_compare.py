@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from gan.config import load_config
 from gan.metrics import read_metrics
-from gan.training import latest_checkpoint
+from gan.training import latest_checkpoint, train
 from tests.conftest import TINY
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,14 +54,28 @@ def test_compare_trains_evaluates_and_writes_the_table(faces_dir, tmp_path):
     rows = [line for line in doc.splitlines() if line.startswith("| forcecore")
             or line.startswith("| capsule-bce |")]
     assert len(rows) == 2
-    fhd = read_metrics(latest_checkpoint(runs[0]))["fhd"]
-    assert f"| forcecore | {fhd:.2f} |" in doc
+    first = read_metrics(latest_checkpoint(runs[0]))
+    row = f"| forcecore | {first['fld']:.2f} | {first['fhd']:.2f} |"  # learned features first
+    assert first["extractor"] == "lite2" and row in doc
 
     # A second call reuses the finished runs and their metrics: no new run folder.
     again = compare(tmp_path, "--data", str(faces_dir), "--variants", "forcecore", "--train")
     assert again.returncode == 0, again.stderr
     assert len(list((tmp_path / "runs").iterdir())) == 2
-    assert f"| forcecore | {fhd:.2f} |" in again.stdout
+    assert row in again.stdout
+
+    # A run trained elsewhere is measured at the checkpoint of the budget it passed through,
+    # and one that kept no checkpoint there is not measured at a later one.
+    longer, _ = train(load_config(None, TINY + [f"data.path={faces_dir}", "name=longer",
+                                                f"train.runs_dir={tmp_path / 'elsewhere'}",
+                                                "train.total_images=32",
+                                                "train.checkpoint_every=2"]))
+    early = compare(tmp_path, "--data", str(faces_dir), "--variants",
+                    f"early@{longer},late@{runs[0]}", "--images", "16")
+    assert early.returncode == 0, early.stderr
+    measured = read_metrics(longer / "ckpt-000002.pt")
+    assert measured["checkpoint"]["images_seen"] == 16 and "| early |" in early.stdout
+    assert "| late |" not in early.stdout and "kept no checkpoint at 16" in early.stderr
 
 
 def test_compare_without_runs_says_so(faces_dir, tmp_path):
