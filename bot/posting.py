@@ -43,7 +43,8 @@ from bot.phash import distance as hash_distance
 from bot.phash import phash as perceptual_hash
 from bot.channels.base import (Channel, DeliveryError, Outgoing, Permanent, RateLimited,
                                template_fields)
-from bot.checkpoints import load_published, render
+from bot.ahead import Ahead
+from bot.checkpoints import CheckpointUnavailable, load_published, problem, render
 from bot.config import Dedup, Memorisation, Settings
 from bot.models import FAILED, POSTED, ChannelState, Checkpoint, Delivery, Post, utcnow
 from bot.secret import redact
@@ -237,14 +238,22 @@ class SeedRefused(BotError):
 
 def draw(s: Session, dedup: Dedup, rng: random.Random,
          memorisation: Memorisation | None = None, data_dir: Path | None = None,
-         seed: int | None = None) -> Draft:
+         seed: int | None = None, keep_ahead: bool = False) -> Draft:
     """A fresh seed and its image, unlike any earlier post and (with the memorisation guard
     on) not a near-copy of a training face. `data_dir` holds the guard's own index of
-    `memorisation.faces`. With `seed`: exactly that seed, or SeedRefused saying why not."""
+    `memorisation.faces`. With `seed`: exactly that seed, or SeedRefused saying why not.
+
+    Images drawn ahead (bot/ahead.py) are taken first, for random seeds (not a scripted
+    `rng`'s) and kept ones; `keep_ahead` (a dry run) leaves the one it shows for the post."""
     row = store.active_checkpoint(s)
     if row is None:
         raise BotError("no active checkpoint: publish one with `python -m bot publish PATH`")
-    ck = load_published(row)
+    why = problem(row)  # the file is there and unchanged, whether drawn now or ahead
+    if why is not None:
+        raise CheckpointUnavailable(why)
+    ck = None  # loaded (torch) only if a seed has no image drawn ahead
+    ahead = (Ahead(data_dir, row.sha256) if data_dir is not None and
+             (seed is not None or isinstance(rng, random.SystemRandom)) else None)
     guard = load_guard(memorisation, data_dir)
     used = store.used_seeds(s, row.id)
     if seed is not None and seed in used:
@@ -253,10 +262,16 @@ def draw(s: Session, dedup: Dedup, rng: random.Random,
     earlier = store.phashes(s)
     copies = 0
     wanted = seed
+    queue = ahead.unposted(used) if ahead and wanted is None else []
     for _ in range(1 if wanted is not None else dedup.max_draws):
-        seed = wanted if wanted is not None else pick_seed(rng, used)
+        seed = wanted if wanted is not None else queue.pop(0) if queue else pick_seed(rng, used)
         used.add(seed)
-        image = render(ck, seed)
+        image = ahead.get(seed) if ahead is not None else None
+        if image is not None and not keep_ahead:
+            ahead.drop(seed)  # taken: posted now, or not at all
+        if image is None:
+            ck = ck or load_published(row)
+            image = render(ck, seed)
         phash = perceptual_hash(image)  # not imagehash's: that one imports scipy
         distance = min((hash_distance(phash, e) for e in earlier), default=None)
         if distance is not None and distance <= dedup.max_distance:
@@ -271,6 +286,9 @@ def draw(s: Session, dedup: Dedup, rng: random.Random,
                             "below memorisation.min_distance %.2f); drawing again",
                             seed, face, near, memorisation.min_distance)
                 continue
+        if ck is not None and ahead is not None:  # loaded anyway: draw for the next posts
+            ahead.fill(lambda k: render(ck, k), random.SystemRandom(), used, pick_seed,
+                       png_bytes)
         return Draft(row, seed, png_bytes(image), phash)
     if wanted is not None:
         why = ("too close to a training face (memorisation.min_distance)" if copies else
@@ -568,7 +586,7 @@ def dry_run(sessions: sessionmaker[Session], settings: Settings, channels: list[
     is kept: the next post (by hand or by the daemon) is this very image."""
     with sessions() as s:
         draft = draw(s, settings.dedup, rng or random.SystemRandom(), settings.memorisation,
-                     settings.data_dir, seed=seed)
+                     settings.data_dir, seed=seed, keep_ahead=True)
         number = (store.last_post_id(s) or 0) + 1
     keep_seed(settings.data_dir, draft.checkpoint.sha256, draft.seed)
     path = settings.data_dir / "dry-run" / f"{draft.checkpoint.sha256[:12]}-{draft.seed}.png"

@@ -1,0 +1,74 @@
+"""Images drawn ahead, so that most posts need no torch (its import alone is ~2.5 s of CPU).
+
+Whenever a draw has the checkpoint loaded anyway, it also draws COUNT more random seeds and
+keeps their PNGs in <data_dir>/ahead/, named by checkpoint and seed. Later draws of a random
+seed (or of a seed a dry run showed) take one from there first. A kept image is exactly what
+drawing its seed gives (the same code, a lossless PNG: `regenerate` finds it identical), and
+it is checked like a fresh one when taken: a seed not posted yet, an image unlike the earlier
+posts and (the guard runs on its pixels then) not a near-copy of a training face.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Callable
+
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+COUNT = 8  # one draw in COUNT + 1 loads the checkpoint, for posts hours apart
+FOLDER = "ahead"
+
+
+class Ahead:
+    """The kept images of one checkpoint (by its sha256) in a data folder."""
+
+    def __init__(self, data_dir: Path, checkpoint_sha256: str):
+        self.folder = Path(data_dir) / FOLDER
+        self.prefix = checkpoint_sha256[:16]
+
+    def _path(self, seed: int) -> Path:
+        return self.folder / f"{self.prefix}-{seed}.png"
+
+    def seeds(self) -> list[int]:
+        return sorted(int(p.stem.rpartition("-")[2])
+                      for p in self.folder.glob(f"{self.prefix}-*.png"))
+
+    def unposted(self, used: set[int]) -> list[int]:
+        """The kept seeds not posted yet; posted ones (by a `post --seed`) are removed."""
+        for seed in used.intersection(self.seeds()):
+            self.drop(seed)
+        return [k for k in self.seeds() if k not in used]
+
+    def get(self, seed: int) -> Image.Image | None:
+        """The kept image of `seed`, or None."""
+        try:
+            data = self._path(seed).read_bytes()
+        except FileNotFoundError:  # not kept, or taken by a concurrent dry run
+            return None
+        with Image.open(io.BytesIO(data)) as im:
+            return im.convert("RGB")
+
+    def drop(self, seed: int) -> None:
+        self._path(seed).unlink(missing_ok=True)
+
+    def fill(self, render: Callable[[int], Image.Image], rng: random.Random, used: set[int],
+             pick: Callable[[random.Random, set[int]], int], png: Callable[[Image.Image], bytes],
+             count: int = COUNT) -> None:
+        """Draw random seeds until `count` are kept (the checkpoint is loaded: ~20 ms each)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for old in self.folder.glob("*.png"):  # another checkpoint's: never taken again
+            if not old.name.startswith(self.prefix):
+                old.unlink(missing_ok=True)
+        have = set(self.seeds())
+        for _ in range(count - len(have)):
+            seed = pick(rng, used | have)
+            have.add(seed)
+            tmp = self.folder / f".{seed}.tmp{os.getpid()}"
+            tmp.write_bytes(png(render(seed)))
+            os.replace(tmp, self._path(seed))
