@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
+from bench.d_probe import NoiseGenerator, mean_colour, probe
+from gan.config import ConfigError, load_config
 from gan.losses import Objective, margin_loss
 from gan.models.capsule import CapsuleDiscriminator, CapsuleEnsemble, route, squash, squash_length
+from tests.conftest import synthetic_face
 
 # A narrow trunk keeps each test well under a second; the capsule layers keep full size.
 SMALL = dict(width=8)
@@ -72,7 +77,8 @@ def test_routing_by_agreement_favours_the_consensus():
 
 
 def test_capsule_d_shapes_range_and_routing():
-    D = CapsuleDiscriminator(**SMALL)
+    # eval: in training mode every forward runs one more power iteration of spectral norm.
+    D = CapsuleDiscriminator(**SMALL).eval()
     assert D.output == "prob"
     length, c = D(images(), return_routing=True)
     assert length.shape == (4,)
@@ -131,8 +137,8 @@ def test_minibatch_stddev_makes_scores_depend_on_the_group():
     assert D.primary.in_channels == 2 * 8 + 1  # one extra stddev channel
     x = images(4)
     y = x.clone()
-    y[3] = images(1, seed=1)[0]
-    assert not torch.allclose(D(x)[0], D(y)[0])  # sample 0 sees the group's spread
+    y[1:] = x[0]  # the same image 0 in a group without spread
+    assert (D(x)[0] - D(y)[0]).abs() > 1e-4  # sample 0 sees the group's spread
     D0 = CapsuleDiscriminator(**SMALL).eval()
     torch.testing.assert_close(D0(x)[0], D0(y)[0])
 
@@ -144,7 +150,7 @@ def test_capsule_d_rejects_minibatch_discrimination():
 
 def test_ensemble_members_and_gradients():
     torch.manual_seed(0)
-    E = CapsuleEnsemble(k=3, **SMALL)
+    E = CapsuleEnsemble(k=3, **SMALL).eval()  # eval: no power iteration between the calls
     assert E.output == "prob"
     x = images()
     per = E(x)
@@ -184,3 +190,72 @@ def test_margin_loss_is_a_batch_mean_with_tensor_targets():
     torch.testing.assert_close(margin_loss(length, target), torch.tensor((0.16 + 0.08) / 2))
     torch.testing.assert_close(margin_loss(length, 0.0, m_minus=0.3, lam=1.0),
                                torch.tensor(0.04))
+
+
+def synthetic_faces(n: int = 64) -> torch.Tensor:  # uint8 N x 3 x 64 x 64
+    rng = np.random.default_rng(0)
+    return torch.from_numpy(np.stack([synthetic_face(rng) for _ in range(n)])).permute(0, 3, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def noise_probe():
+    """D(fake) of bench/d_probe.py after 40 steps against a frozen colour-noise generator, for
+    each trunk (margin loss, a narrow D, batch 8): what the capsule runs drifted to."""
+    faces = synthetic_faces()
+
+    def run(trunk: str) -> tuple[float, float]:
+        rows = probe("capsule", faces, NoiseGenerator(mean_colour(faces)), 40, 40, 8,
+                     ["model.d_width=8", f"model.d_options.trunk={trunk}"])
+        _, real, fake = rows[-1]
+        return real, fake
+    return run
+
+
+def test_capsule_d_learns_to_reject_colour_noise(noise_probe):
+    # The default trunk (spectral norm, no BN) pushes the noise towards the margin loss's
+    # m- = 0.1 within 40 steps while scoring the real faces high.
+    real, fake = noise_probe("sn")
+    assert fake < 0.2 and real > 0.8
+
+
+def test_the_legacy_capsule_d_keeps_its_blind_spot(noise_probe):
+    # The seed's trunk (BN on the second conv) still calls the noise half real: its blind spot,
+    # kept reachable as trunk=legacy for the record.
+    _, fake = noise_probe("legacy")
+    assert fake > 0.4
+
+
+def test_default_trunk_is_spectral_norm_without_batch_norm():
+    D = CapsuleDiscriminator(**SMALL)
+    convs = [m for m in D.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 3  # two trunk convs and the primary capsules
+    assert all(hasattr(m, "parametrizations") and "weight" in m.parametrizations for m in convs)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
+    legacy = CapsuleDiscriminator(**SMALL, trunk="legacy")
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in legacy.modules()) == 1
+    assert not any(hasattr(m, "parametrizations") for m in legacy.modules())
+
+
+def test_deep_trunk_has_a_6x6_capsule_grid():
+    D = CapsuleDiscriminator(**SMALL, trunk="deep-sn").eval()
+    length, c = D(images(), return_routing=True)
+    assert c.shape == (4, 32 * 6 * 6) and ((length > 0) & (length < 1)).all()
+
+
+def test_logit_output_is_a_scaled_length():
+    torch.manual_seed(0)
+    P = CapsuleDiscriminator(**SMALL).eval()
+    torch.manual_seed(0)
+    L = CapsuleDiscriminator(**SMALL, output="logit", logit_scale=6.0).eval()
+    assert P.output == "prob" and L.output == "logit"
+    torch.testing.assert_close(L(images()), 6.0 * (P(images()) - 0.5))
+    assert CapsuleEnsemble(k=2, **SMALL, output="logit").output == "logit"
+
+
+@pytest.mark.parametrize("option, message", [
+    ("trunk=wide", "unknown capsule trunk 'wide'"),
+    ("output=norm", "unknown capsule output 'norm'"),
+])
+def test_a_bad_capsule_option_is_a_config_error(option, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["variant=capsule", f"model.d_options.{option}"])
