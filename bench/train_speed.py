@@ -112,6 +112,15 @@ def flops_of(step) -> float:
     return fc.get_total_flops()
 
 
+def profile_step(name: str, step, top: int) -> None:
+    """Where one step's time goes: torch.profiler's `top` operators by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    print(f"\n{name}: one step, top {top} operators by self CPU time")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top))
+
+
 def matmul_peak(n: int = 2048, reps: int = 10) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
@@ -127,11 +136,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--variants", default=",".join(VARIANTS),
-                    help="comma-separated variants, one row each (default: all of issue 5's)")
+                    help="comma-separated variants, one row each (default: all of issue 5's); "
+                         "`variant;key=value;...` for extra settings")
     ap.add_argument("--bf16", action="store_true", help="also time our step with bf16 autocast")
     ap.add_argument("--contiguous", action="store_true",
                     help="also time dcgan without channels_last (channels_last is the default layout)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="print each row's top N operators (torch profiler, one step)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -152,15 +164,18 @@ def main() -> None:
         tr = Trainer(cfg, data, run_dir=None)
         return tr.train_step
 
-    configs = [(v, ()) for v in a.variants.split(",")]
+    # `variant;key=value;...` times a variant with its own settings (e.g. a capsule trunk).
+    configs = [(v, tuple(extra)) for v, *extra in (e.split(";") for e in a.variants.split(","))]
     if a.contiguous:
         configs.append(("dcgan", ("train.channels_last=false",)))
     if a.bf16:
         configs.append(("dcgan", ("train.bf16=true",)))
     for variant, extra in configs:
         step = ours(variant, *extra, "optim.d_warmup_steps=0")
-        rows.append((f"ours: {variant} {' '.join(e.split('.')[-1] for e in extra)}".strip(),
-                     time_steps(step, a.steps), flops_of(step)))
+        name = f"ours: {variant} {' '.join(e.split('.')[-1] for e in extra)}".strip()
+        rows.append((name, time_steps(step, a.steps), flops_of(step)))
+        if a.profile:
+            profile_step(name, step, a.profile)
 
     print(f"\nbatch {a.batch}, {torch.get_num_threads()} threads, median of {a.steps} steps; "
           f"fp32 matmul peak {peak / 1e9:.0f} GFLOP/s\n")
