@@ -59,7 +59,7 @@ def write_config(folder: Path, faces: Path | None) -> Path:
     cfg = folder / "config.yaml"
     bot = {"data_dir": "data", "database_url": "sqlite:///data/bot.db",
            "default_checkpoint": str(REPO / "checkpoints" / "default.pt"),
-           "channels": {"outbox": {}},
+           "channels": {"outbox": {}}, "max_posts_per_day": None,  # hundreds of posts
            "memorisation": {"faces": str(faces) if faces else None, "index": None}}
     cfg.write_text(yaml.safe_dump({"bot": bot}, sort_keys=False))
     return cfg

@@ -76,6 +76,7 @@ def write_config(folder: Path, url: str) -> Path:
         "default_checkpoint": str(REPO / "checkpoints" / "default.pt"),
         "memorisation": {"index": None, "faces": None},
         "retry": {"base_delay_s": 0.2, "max_delay_s": 2.0},
+        "max_posts_per_day": None,  # 120 posts in minutes
         "channels": {"mastodon": {"instance_url": url, "request_timeout_s": 1.0,
                                   "processing_deadline_s": 3.0}}}}))
     return cfg

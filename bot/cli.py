@@ -194,7 +194,13 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     failed = 0
     for name, cs in enabled.items():  # every channel, so one run shows everything to fix
         try:
-            print(f"{name}: {channel_class(cs.type)(name, cs, settings.data_dir).check()}")
+            channel = channel_class(cs.type)(name, cs, settings.data_dir)
+            print(f"{name}: {channel.check()}")
+            for advice in channel.etiquette(fix=args.fix):  # a warning, not a failure
+                if advice.fixed:
+                    print(f"{name}: fixed: {advice.text}")
+                else:
+                    print(f"warning: {name}: {advice.text}", file=sys.stderr)
         except (BotError, DeliveryError) as e:
             failed += 1
             print(f"error: {name}: {redact(' '.join(str(e).split()))}", file=sys.stderr)
@@ -258,7 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
         "python -m bot status")
     add("check", cmd_check,
         "verify each enabled channel's settings and credentials, posting nothing; "
-        "shows who the bot posts as", "python -m bot check")
+        "shows who the bot posts as, and warns when the account is not flagged as a bot",
+        "python -m bot check").add_argument(
+        "--fix", action="store_true",
+        help="flag the account as a bot where the API can (Mastodon; X: in its settings)")
     add("retry", cmd_retry, "try failed deliveries again", "python -m bot retry")
     p = add("regenerate", cmd_regenerate,
             "re-create a post's image from its checkpoint and seed and compare hashes",

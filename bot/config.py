@@ -52,6 +52,16 @@ def _check_template(text: str) -> str:
 Template = Annotated[str, AfterValidator(_check_template)]
 
 
+def _hashtag(tag: str) -> str:
+    tag = tag if tag.startswith("#") else f"#{tag}"  # "#..." needs quotes in YAML: both work
+    if not re.fullmatch(r"#\w*[^\W\d]\w*", tag):  # Mastodon's and X's rule
+        raise ValueError(f"'{tag}' is not a hashtag: letters, digits and _, not only digits")
+    return tag
+
+
+Hashtag = Annotated[str, AfterValidator(_hashtag)]
+
+
 class SecretRef(BaseModel):
     """Where a secret is: an environment variable, or a file (which wins when both are set).
     The value itself never appears in the config."""
@@ -190,6 +200,12 @@ class Settings(BaseModel):
     # The metrics.json key shown as {quality}: fhd (`python train.py evaluate`, weight-free),
     # fid (evaluated with the Inception weights), kid_mean, precision, recall.
     quality_metric: str = "fhd"
+    # Appended to the caption by each channel, in order, as many as fit its limit (Mastodon:
+    # the server's, 500 by default; X: 280); a tag that does not fit is left out.
+    hashtags: list[Hashtag] = []
+    # Posts per UTC day at most, by hand or on the schedule (counted in the posts table);
+    # null: no cap.
+    max_posts_per_day: int | None = Field(8, ge=1)
     schedule: Schedule = Schedule()
     retry: Retry = Retry()
     dedup: Dedup = Dedup()

@@ -46,6 +46,7 @@ from bot.channels.base import (Channel, DeliveryError, Outgoing, Permanent, Rate
 from bot.ahead import Ahead
 from bot.checkpoints import CheckpointUnavailable, load_published, problem, render
 from bot.config import Dedup, Memorisation, Settings
+from bot.etiquette import check_daily_cap
 from bot.models import FAILED, POSTED, ChannelState, Checkpoint, Delivery, Post, utcnow
 from bot.secret import redact
 
@@ -427,6 +428,7 @@ def _outgoing(s: Session, d: Delivery, settings: Settings) -> Outgoing:
                     alt_text=p.alt_text, seed=p.seed, checkpoint=Path(ck.path).name,
                     variant=ck.variant, step=ck.step, images_seen=ck.images_seen,
                     created_at=p.created_at, quality=_quality(ck, settings.quality_metric),
+                    hashtags=tuple(settings.hashtags),
                     attempt=d.attempts, maybe_sent=d.maybe_sent_at is not None,
                     media_id=d.media_id, on_sending=sending, on_media=uploaded)
 
@@ -540,6 +542,8 @@ def post_once(sessions: sessionmaker[Session], settings: Settings,
         raise BotError("no channel is enabled: enable one under bot.channels")
     with locks.hold(locks.lock_path(settings, "post")):
         _deliver_due(sessions, settings, channels)
+        with sessions() as s:  # what was pending is delivered all the same
+            check_daily_cap(s, settings.max_posts_per_day, utcnow())
         post_id = _record(sessions, settings, list(channels), rng or random.SystemRandom(),
                           seed)
         _crash_point("after_post_row")

@@ -57,6 +57,7 @@ class Outgoing:
     images_seen: int
     created_at: datetime
     quality: str = ""  # "FHD 9.54" (bot.quality_metric), or empty
+    hashtags: tuple[str, ...] = ()  # bot.hashtags: the channel appends those that fit
     attempt: int = 1  # 1 on the first try (`retry` starts again at 1)
     # An earlier attempt sent the request that creates the post, and may have posted before
     # it died or lost the answer: the channel looks for that post first.
@@ -78,6 +79,14 @@ class Outgoing:
         except FileNotFoundError:
             raise Permanent(f"image {self.image_path} is missing; "
                             f"`regenerate {self.post_id}` re-creates it") from None
+
+
+@dataclass(frozen=True)
+class Advice:
+    """A point of bot etiquette about the account (`check` shows it); `fixed`: `check --fix`
+    has just mended it."""
+    text: str
+    fixed: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,6 +162,11 @@ class Channel(ABC):
         """Verify the settings and credentials without posting; say where posts would go.
         Raises DeliveryError (or BotError) with what is wrong."""
         return f"posts to {self.where()}"
+
+    def etiquette(self, fix: bool = False) -> list[Advice]:
+        """What the account lacks as a bot's account; with `fix`, mended where the API can.
+        Raises DeliveryError when it cannot look or the fix is refused."""
+        return []
 
     @abstractmethod
     def deliver(self, post: Outgoing) -> Receipt:

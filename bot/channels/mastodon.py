@@ -33,9 +33,11 @@ from mastodon import (Mastodon, MastodonAPIError, MastodonError, MastodonNetwork
                       MastodonNotFoundError, MastodonRatelimitError, MastodonUnauthorizedError)
 from pydantic import Field, field_validator
 
-from bot.channels.base import (CLOCK_SKEW, Channel, ChannelSettings, Outgoing, Permanent,
-                               RateLimited, Receipt, Retryable, error_for_status, wait_for)
+from bot.channels.base import (CLOCK_SKEW, Advice, Channel, ChannelSettings, Outgoing,
+                               Permanent, RateLimited, Receipt, Retryable, error_for_status,
+                               wait_for)
 from bot.config import SecretRef, Template
+from bot.etiquette import with_hashtags
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +136,33 @@ class MastodonChannel(Channel):
         return (f"posts as @{me.acct}@{self.host} ({me.display_name or me.username}), "
                 f"visibility {self.settings.visibility}")
 
+    def etiquette(self, fix: bool = False) -> list[Advice]:
+        with self._errors():
+            me = self.api.account_verify_credentials()
+            if me.get("bot"):
+                return []
+            who = f"@{me.acct}@{self.host}"
+            if not fix:
+                return [Advice(f"{who} is not flagged as a bot (an automated account): "
+                               "`python -m bot check --fix` sets it")]
+            try:
+                self.api.account_update_credentials(bot=True)
+            except MastodonAPIError as e:
+                if len(e.args) > 1 and e.args[1] == 403:  # the token lacks write:accounts
+                    raise Permanent(
+                        f"{self.host} refused to flag {who} as a bot ({_reason(e)}): --fix "
+                        "needs a token with the scope write:accounts; or tick 'This is an "
+                        "automated account' in the profile settings") from None
+                raise
+        return [Advice(f"{who} is now flagged as a bot (an automated account)", fixed=True)]
+
     def deliver(self, post: Outgoing) -> Receipt:
         png = post.png()
         caption = post.render(self.settings.caption) if self.settings.caption else post.caption
         with self._errors():
+            max_characters, _ = self._instance_limits()
+            caption = with_hashtags(caption, post.hashtags, lambda text: status_length(
+                text, self.settings.spoiler_text) <= max_characters)
             self._check_limits(caption, post.alt_text)
             # An earlier attempt sent the status and may have posted it: look, whatever the
             # age of the idempotency key (Mastodon forgets it after an hour).

@@ -34,6 +34,19 @@ def write_config(tmp_path: Path, tiny_checkpoint: Path):
 
 
 @pytest.fixture
+def mastodon_server(monkeypatch):
+    """A fake Mastodon server (fake_mastodon.py) whose token is in $MASTODON_ACCESS_TOKEN, with
+    the channel polling media processing every 10 ms."""
+    from bot.channels.mastodon import MastodonChannel
+    from fake_mastodon import FakeMastodon
+    token = "mtok-5d0e7c21b9a4f386"
+    monkeypatch.setenv("MASTODON_ACCESS_TOKEN", token)
+    monkeypatch.setattr(MastodonChannel, "POLL_FIRST_S", 0.01)
+    with FakeMastodon(token=token) as server:
+        yield server
+
+
+@pytest.fixture
 def settings(write_config):
     from bot.config import load_settings
     return load_settings(write_config())

@@ -116,7 +116,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _any(self) -> None:
         self.server.fake._handle(self)  # type: ignore[attr-defined]
 
-    do_GET = do_POST = do_PUT = do_DELETE = _any
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _any
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -143,6 +143,7 @@ class FakeMastodon:
         self.media_v2 = media_v2  # False: no POST /api/v2/media (older servers, Pixelfed)
         # The token's application's scopes; None: no such endpoint (not Mastodon)
         self.scopes: list[str] | None = ["write:media", "write:statuses", "read:accounts"]
+        self.account = dict(ACCOUNT)  # what verify_credentials shows; update_credentials edits
         self.image_size_limit = 16 * 1024 * 1024
         self.media: dict[str, Media] = {}
         self.statuses: list[dict] = []
@@ -309,13 +310,22 @@ class FakeMastodon:
         if m == "POST" and p == "/api/v1/statuses":
             return self._post_status(r)
         if m == "GET" and p == "/api/v1/accounts/verify_credentials":
-            return 200, ACCOUNT
+            return 200, self.account
+        if m == "PATCH" and p == "/api/v1/accounts/update_credentials":
+            return self._update_credentials(r)
         if m == "GET" and p == "/api/v1/apps/verify_credentials" and self.scopes is not None:
             return 200, {"name": "waifu-gen", "website": None, "scopes": self.scopes}
         if m == "GET" and p == f"/api/v1/accounts/{ACCOUNT['id']}/statuses":
             limit = int(r.query.get("limit", ["20"])[0])
             return 200, list(reversed(self.statuses))[:limit]
         return 404, {"error": "Record not found"}
+
+    def _update_credentials(self, r: Seen) -> tuple[int, Any]:
+        if self.scopes is not None and not {"write", "write:accounts"} & set(self.scopes):
+            return 403, {"error": "This action is outside the authorized scopes"}
+        if "bot" in r.form:  # Rails' booleans, as Mastodon.py sends them: "1" / "0"
+            self.account["bot"] = r.form["bot"][0] in ("1", "true")
+        return 200, self.account
 
     def _configuration(self) -> dict:
         media = {"supported_mime_types": sorted(IMAGE_TYPES),

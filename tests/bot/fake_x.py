@@ -118,7 +118,7 @@ class FakeX:
 
     def _tweet(self, request):
         body = json.loads(request.body)
-        assert set(body) == {"text", "media"}, body
+        assert set(body) <= {"text", "media", "made_with_ai"} and "text" in body, body
         [media_id] = body["media"]["media_ids"]
         if media_id not in self.media:
             return 400, {"title": "Invalid Request", "detail": "Your media IDs are invalid."}
@@ -126,6 +126,7 @@ class FakeX:
         if any(t["text"] == body["text"] for t in self.tweets):
             return 403, DUPLICATE
         tweet = {"id": str(next(self._ids)), "text": body["text"], "media_ids": [media_id],
+                 "made_with_ai": body.get("made_with_ai", False),
                  "created_at": datetime.now(timezone.utc)}
         self.tweets.append(tweet)
         return 201, {"data": {"id": tweet["id"], "text": f"{body['text']} https://t.co/x1",

@@ -11,23 +11,15 @@ import pytest
 from sqlalchemy import update
 
 from bot import posting
-from bot.channels.mastodon import MastodonChannel
 from bot.cli import main
 from bot.config import load_settings
 from bot.models import ChannelState, Delivery, Post, utcnow
-from fake_mastodon import FakeMastodon
 from fake_x import x  # noqa: F401 (a fixture)
 import helpers
 
-TOKEN = "mtok-5d0e7c21b9a4f386"
-
-
 @pytest.fixture
-def server(monkeypatch):
-    monkeypatch.setenv("MASTODON_ACCESS_TOKEN", TOKEN)
-    monkeypatch.setattr(MastodonChannel, "POLL_FIRST_S", 0.01)
-    with FakeMastodon(token=TOKEN) as s:
-        yield s
+def server(mastodon_server):
+    return mastodon_server
 
 
 @pytest.fixture

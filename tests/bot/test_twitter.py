@@ -159,12 +159,12 @@ def test_a_duplicate_caption_on_a_first_attempt_fails_with_the_reason(setup, x):
 
 def test_crash_after_the_tweet_then_restart_finds_it(setup, x, monkeypatch):
     settings, sessions, channels = setup(caption="Face #{post_number} & friends")
-    real = channels["twitter"].client.create_tweet
+    real = channels["twitter"]._create_tweet
 
-    def tweet_then_die(**kwargs):
-        real(**kwargs)
+    def tweet_then_die(*args):
+        real(*args)
         raise Crash()
-    monkeypatch.setattr(channels["twitter"].client, "create_tweet", tweet_then_die)
+    monkeypatch.setattr(channels["twitter"], "_create_tweet", tweet_then_die)
     with pytest.raises(Crash):
         posting.post_once(sessions, settings, channels)
     [tweet] = x.tweets
@@ -183,7 +183,7 @@ def test_a_duplicate_on_a_repeat_with_no_tweet_of_this_post_fails(setup, x, monk
     settings, sessions, channels = setup(caption="Today's face")
     posting.post_once(sessions, settings, channels)  # post 1
     x.tweets[0]["created_at"] -= timedelta(hours=6)  # the schedule's previous slot
-    monkeypatch.setattr(channels["twitter"].client, "create_tweet", crash)
+    monkeypatch.setattr(channels["twitter"], "_create_tweet", crash)
     with pytest.raises(Crash):
         posting.post_once(sessions, settings, channels)  # post 2 dies before its tweet
 
@@ -199,7 +199,7 @@ def test_a_duplicate_on_a_repeat_with_no_tweet_of_this_post_fails(setup, x, monk
 
 def test_crash_before_the_tweet_then_restart_posts_once(setup, x, monkeypatch):
     settings, sessions, channels = setup()
-    monkeypatch.setattr(channels["twitter"].client, "create_tweet", crash)
+    monkeypatch.setattr(channels["twitter"], "_create_tweet", crash)
     with pytest.raises(Crash):
         posting.post_once(sessions, settings, channels)
     assert x.tweets == []
