@@ -28,6 +28,7 @@ from bot.channels import build_channels
 from bot.checkpoints import CheckpointUnavailable, ensure_active, usable_checkpoint
 from bot.config import Schedule, Settings
 from bot.db import open_database
+from bot.etiquette import schedule_over_cap
 from bot.models import utcnow
 from bot.posting import deliver_pending, log_guard, post_once
 from bot.render import in_worker
@@ -175,6 +176,8 @@ def run_daemon(settings: Settings) -> None:
             last = store.last_post_time(s)
         schedule = settings.schedule
         trigger = make_trigger(schedule)
+        if over := schedule_over_cap(trigger, settings.max_posts_per_day, utcnow()):
+            log.warning("%s", over)
         first, why = first_run_time(schedule, trigger, last, utcnow())
         log.info("%s", why)
         sched = build_scheduler(settings, trigger, post_job, deliver_job, first)

@@ -14,7 +14,7 @@ from bot import posting, store
 from bot.channels.mastodon import plain_text
 from bot.cli import main
 from bot.config import ConfigError, load_settings
-from bot.etiquette import DailyCapReached, check_daily_cap, with_hashtags
+from bot.etiquette import DailyCapReached, check_daily_cap, schedule_over_cap, with_hashtags
 from bot.models import Post
 from fake_x import x  # noqa: F401 (a fixture)
 import helpers
@@ -203,9 +203,26 @@ def test_the_daemon_skips_a_slot_beyond_the_cap_with_one_line(write_config, tmp_
                                                 "post_at_start": True})
     with helpers.daemon(tmp_path, tmp_path / "daemon.log") as d:
         d.wait_for("posted post 1 to outbox")
-        d.wait_for("bot.max_posts_per_day is 1")
-    lines = [line for line in d.text().splitlines() if "max_posts_per_day" in line]
+        d.wait_for("not posting: 1 posts today")
+    lines = [line for line in d.text().splitlines() if "not posting" in line]
     assert re.search(r"ERROR no post this time: not posting: 1 posts today \(UTC\), and "
                      r"bot\.max_posts_per_day is 1; the next can go after "
                      r"\d{4}-\d\d-\d\d 00:00 UTC$", lines[0]), lines
     assert "Traceback" not in d.text() and "posted post 2" not in d.text()
+    assert "WARNING the schedule has more than 1 slots in a UTC day" in d.text()
+
+
+@pytest.mark.parametrize("schedule, cap, warned", [
+    ({"interval_minutes": 60}, 8, True), ({"interval_minutes": 180}, 8, False),
+    ({"interval_minutes": 180, "cron": None}, None, False),
+    ({"cron": "0 9,18 * * mon-fri", "interval_minutes": None}, 2, False),
+    ({"cron": "*/20 9-11 * * sat", "interval_minutes": None}, 8, True),  # 9 on Saturdays
+    ({"cron": "0 * * * *", "interval_minutes": None, "timezone": "Asia/Kolkata"}, 24, False)])
+def test_a_schedule_with_more_slots_than_the_cap_is_warned_about(schedule, cap, warned):
+    from bot.config import Schedule
+    from bot.scheduler import make_trigger
+    trigger = make_trigger(Schedule(**schedule))
+    over = schedule_over_cap(trigger, cap, datetime.now(timezone.utc))  # the next 7 days
+    assert (over is not None) is warned
+    if warned:
+        assert over.startswith(f"the schedule has more than {cap} slots in a UTC day")
