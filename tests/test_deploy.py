@@ -111,7 +111,8 @@ def test_unit_command_line_keeps_all_data_in_the_state_directory(tmp_path: Path)
     settings = load_settings(config, overrides)
     assert settings.data_dir == tmp_path and settings.db_file == tmp_path / "bot.db"
     r = subprocess.run([sys.executable, "-m", "bot", *args[:-1], "status"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "bot.db").is_file()
     assert "daemon: not running" in r.stdout
