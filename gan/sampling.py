@@ -47,17 +47,26 @@ def cached_checkpoint(path: str | Path) -> LoadedCheckpoint:
     return _resolve(path)[0]
 
 
+MICRO_BATCH = 8  # G always runs on exactly this many latents (see generate_array)
+
+
 @torch.inference_mode()
-def generate_array(ck: LoadedCheckpoint | str | Path, seeds: Sequence[int],
-                   batch: int = 64) -> np.ndarray:
-    """seeds -> N x 64 x 64 x 3 uint8. Same (checkpoint, seed), same pixels, on any machine:
-    latents come from a seeded CPU generator and the model runs in float32 on the CPU."""
+def generate_array(ck: LoadedCheckpoint | str | Path, seeds: Sequence[int]) -> np.ndarray:
+    """seeds -> N x 64 x 64 x 3 uint8. Same (checkpoint, seed), same pixels, on any machine
+    and whatever else is in the call: latents come from a seeded CPU generator, the model runs
+    in float32 on the CPU, and always on micro-batches of MICRO_BATCH latents (the last one
+    padded), because the CPU kernels pick their blocking by batch size and a face drawn in a
+    batch of 3 would otherwise differ from the same face in a batch of 64 by a level here and
+    there."""
     loaded, G = _resolve(ck)
     m = loaded.cfg.model
     out = []
-    for i in range(0, len(seeds), batch):
-        z = seed_latents(m.latent, m.latent_dim, list(seeds[i:i + batch]))
-        out.append(to_uint8(image_of(G(z))))
+    for i in range(0, len(seeds), MICRO_BATCH):
+        z = seed_latents(m.latent, m.latent_dim, list(seeds[i:i + MICRO_BATCH]))
+        n = z.shape[0]
+        if n < MICRO_BATCH:
+            z = torch.cat([z, z.new_zeros(MICRO_BATCH - n, z.shape[1])])
+        out.append(to_uint8(image_of(G(z)))[:n])
     return np.concatenate(out) if out else np.zeros((0, 64, 64, 3), np.uint8)
 
 
