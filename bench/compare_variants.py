@@ -249,7 +249,9 @@ def main() -> int:
                 return 1
             continue
         m = read_metrics(ckpt, warn=False)
-        if m is None or m.get("samples") != mcfg.samples or m.get("extractor") != mcfg.features:
+        same = m is not None and (m.get("samples"), m.get("extractor"), m.get("resolution")) \
+            == (mcfg.samples, mcfg.features, mcfg.resolution if mcfg.features == "lite2" else None)
+        if not same:
             m = evaluate(ckpt, a.data, mcfg)
             write_metrics(ckpt, m)
         faces = generate_array(ck, list(range(64)))

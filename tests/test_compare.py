@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
@@ -28,6 +29,7 @@ def compare(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_compare_trains_evaluates_and_writes_the_table(faces_dir, tmp_path):
     (tmp_path / "results.md").write_text(
         "# Results\n\nbefore\n<!-- results:table -->\nold\n<!-- /results:table -->\nafter\n")

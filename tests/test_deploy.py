@@ -100,6 +100,7 @@ def test_unit_documents_every_token_the_config_reads() -> None:
     assert [v for v in wanted if f"{v}=" not in header] == []
 
 
+@pytest.mark.slow
 def test_unit_command_line_keeps_all_data_in_the_state_directory(tmp_path: Path) -> None:
     """ExecStart as it stands (the state directory moved to tmp_path, `run` swapped for
     `status`): the bot takes the overrides, and its database appears there."""

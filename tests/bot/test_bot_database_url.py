@@ -102,6 +102,7 @@ def postgres_url():
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_postgresql_migrations_and_posts(postgres_url, write_config):
     settings, sessions, channels = bot_parts(load_settings(write_config(
         database_url=postgres_url)))
