@@ -213,6 +213,9 @@ def main() -> int:
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="an extra config override for new runs (repeatable)")
     p.add_argument("--samples", type=int, help="evaluation samples (default: config.yaml's)")
+    p.add_argument("--cache-dir", default=".cache/datasets",
+                   help="decoded faces and their features, reused across rows (default: "
+                   ".cache/datasets)")
     p.add_argument("--out", type=Path, default=Path("docs/results"))
     p.add_argument("--markdown", type=Path, default=Path("docs/results.md"))
     a = p.parse_args()
@@ -252,7 +255,7 @@ def main() -> int:
         same = m is not None and (m.get("samples"), m.get("extractor"), m.get("resolution")) \
             == (mcfg.samples, mcfg.features, mcfg.resolution if mcfg.features == "lite2" else None)
         if not same:
-            m = evaluate(ckpt, a.data, mcfg)
+            m = evaluate(ckpt, a.data, mcfg, cache_dir=a.cache_dir)
             write_metrics(ckpt, m)
         faces = generate_array(ck, list(range(64)))
         grid(faces, cols=8).save(a.out / f"{v}.jpg", quality=92)
