@@ -20,12 +20,13 @@ from torch import nn
 
 import gan
 from gan.config import Config, ConfigError, resolve
+from gan.errors import UserError
 
 FORMAT = "waifu-gen"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint file that cannot be used; the message names the file."""
 
 

@@ -17,11 +17,13 @@ import logging
 import sys
 from pathlib import Path
 
+from gan.errors import UserError
+
 COMMANDS = ("train", "resume", "clean", "sample", "interpolate", "export", "evaluate", "index")
 
 
-class UsageError(ValueError):
-    pass
+class UsageError(UserError, ValueError):
+    """A bad command line (not caught by argparse itself)."""
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -261,22 +263,16 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["train", *argv]  # `python train.py key=value ...` trains
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from gan.checkpoint import CheckpointError
-    from gan.config import ConfigError
-    from gan.data import DataError
     from gan.training import TrainingDiverged
 
     try:
         return globals()[f"_cmd_{args.command}"](args)
-    except (ConfigError, DataError, CheckpointError, UsageError) as e:
+    except UserError as e:  # anything else is a bug: its traceback is kept
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:
         print(f"error: training diverged: {e}", file=sys.stderr)
         return 1
-    except ValueError as e:  # settings that only fail once the run starts (device, batch)
-        print(f"error: {e}", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":

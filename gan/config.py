@@ -16,8 +16,10 @@ from typing import Any, Literal, Sequence, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from gan.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A user mistake in the configuration; its message is one readable line."""
 
 

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from gan.errors import UserError
+
 if TYPE_CHECKING:  # torch is imported where tensors are made: the bot's guard needs none
     import torch
 
@@ -33,7 +35,7 @@ MAX_PIXELS = 8192 * 8192
 SHOWN_SKIPPED = 5  # files named in the "skipped" warning; the rest are counted
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A problem with the image folder; the message is one readable line."""
 
 

@@ -31,9 +31,10 @@ import torch.distributed as dist
 from torch import nn
 
 from gan.augment import DiffAugment
-from gan.checkpoint import LoadedCheckpoint, atomic_save, checkpoint_dict, load_checkpoint
-from gan.config import Config
-from gan.data import FaceDataset
+from gan.checkpoint import (CheckpointError, LoadedCheckpoint, atomic_save, checkpoint_dict,
+                            load_checkpoint)
+from gan.config import Config, ConfigError
+from gan.data import DataError, FaceDataset
 from gan.latent import sample_latent, seed_latents
 from gan.losses import Objective
 from gan.models import build_discriminator, build_generator
@@ -83,7 +84,7 @@ def pick_device(name: str) -> torch.device:
         return torch.device("cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name} but no CUDA device is available")
+        raise ConfigError(f"train.device={name} but no CUDA device is available")
     return dev
 
 
@@ -134,12 +135,12 @@ class Trainer:
         if t.threads:
             torch.set_num_threads(t.threads)
         if t.batch_size % self.dist.world:
-            raise ValueError(f"train.batch_size {t.batch_size} does not split over "
-                             f"{self.dist.world} processes")
+            raise ConfigError(f"train.batch_size {t.batch_size} does not split over "
+                              f"{self.dist.world} processes")
         self.local_batch = t.batch_size // self.dist.world
         if len(dataset) < t.batch_size:
-            raise ValueError(f"the dataset has {len(dataset)} images, fewer than "
-                             f"train.batch_size {t.batch_size}")
+            raise DataError(f"the dataset has {len(dataset)} images, fewer than "
+                            f"train.batch_size {t.batch_size}")
         self.data = dataset
         self.run_dir = run_dir
         self.fmt = torch.channels_last if t.channels_last else torch.contiguous_format
@@ -404,15 +405,16 @@ def train(cfg: Config, resume: Path | None = None,
           dataset: FaceDataset | None = None) -> tuple[Path, Path | None]:
     """Train a new run (or resume one from its checkpoint); -> (run folder, last checkpoint)."""
     if cfg.data.path is None and dataset is None:
-        raise ValueError("data.path is not set: point it at a folder of face images "
-                         "(e.g. data.path=../shared/data/animefaces)")
+        raise ConfigError("data.path is not set: point it at a folder of face images "
+                          "(e.g. data.path=../shared/data/animefaces)")
     ck = None
     if resume is not None:
         ck = load_checkpoint(resume)
         if ck.kind != "training":
-            raise ValueError(f"{resume}: an exported checkpoint has no optimizer state to resume")
+            raise CheckpointError(f"{resume}: an exported checkpoint has no optimizer state to "
+                                  "resume")
         if ck.images_seen >= cfg.train.total_images:
-            raise ValueError(
+            raise ConfigError(
                 f"{Path(resume).parent} is finished ({ck.images_seen:,} of train.total_images="
                 f"{cfg.train.total_images:,} images seen); to train longer: python train.py "
                 f"resume {Path(resume).parent} train.total_images={2 * ck.images_seen}")

@@ -70,6 +70,31 @@ def test_command_mistakes(args, pattern, tmp_path):
     assert_one_line_error(run(*args, cwd=tmp_path), pattern)
 
 
+
+@pytest.mark.parametrize("bug", [RuntimeError("a bug"), ValueError("a bug, not a user's")])
+def test_a_bug_keeps_its_traceback(bug, monkeypatch, capsys):
+    """Only a UserError becomes one line; any other exception (a plain ValueError included)
+    leaves main() with its traceback."""
+    from gan import cli
+
+    def broken(a):
+        raise bug
+    monkeypatch.setattr(cli, "_cmd_clean", broken)
+    with pytest.raises(type(bug), match="a bug"):
+        cli.main(["clean", "anywhere"])
+    assert "error:" not in capsys.readouterr().err
+
+
+def test_a_user_mistake_in_process_is_one_line_with_status_2(monkeypatch, capsys):
+    from gan import cli
+    from gan.data import DataError
+
+    def mistaken(a):
+        raise DataError("image folder not found: x")
+    monkeypatch.setattr(cli, "_cmd_clean", mistaken)
+    assert cli.main(["clean", "x"]) == 2
+    assert capsys.readouterr().err == "error: image folder not found: x\n"
+
 def test_sample_export_interpolate(tmp_path):
     ck = make_tiny_checkpoint(tmp_path / "t.pt")
     p = run("sample", str(ck), "--seeds", "0-15", "--out", str(tmp_path / "g.png"))

@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from gan.config import load_config
+from gan.errors import UserError
 from gan.training import Trainer, train
 
 
@@ -30,7 +31,7 @@ def test_run_folder_is_named_after_the_variant_unless_named(tiny):
 ])
 def test_a_run_that_cannot_start_leaves_no_folder(tiny, over, message, monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(UserError, match=message):  # the CLI's one line, not a traceback
         train(load_config(None, tiny + over))
     assert _runs(tiny) == []
 
@@ -60,6 +61,6 @@ def test_a_stop_says_where_it_stopped_and_how_to_resume(tiny, caplog, monkeypatc
 
 def test_resuming_a_finished_run_says_how_to_extend_it(tiny):
     run_dir, last = train(load_config(None, tiny + ["train.total_images=16"]))
-    with pytest.raises(ValueError, match=r"is finished \(16 of train.total_images=16 images "
+    with pytest.raises(UserError, match=r"is finished \(16 of train.total_images=16 images "
                                          r"seen\).*train.total_images=32"):
         train(load_config(None, tiny + ["train.total_images=16"]), resume=last)

@@ -66,8 +66,8 @@ def test_help_does_not_import_heavy_modules():
             "from bot.cli import main\n"
             "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
             "    main(['--help'])\n"
-            "print(sorted(m for m in ('torch', 'sqlalchemy', 'apscheduler', 'gan') "
-            "if m in sys.modules))")
+            "print(sorted(m for m in sys.modules if m in ('torch', 'sqlalchemy', 'apscheduler') "
+            "or m.startswith('gan.') and m != 'gan.errors'))")  # the UserError base is light
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                             text=True, timeout=60)
     assert result.stdout.strip() == "[]", result.stderr
