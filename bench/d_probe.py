@@ -103,7 +103,8 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--every", type=int, default=25)
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--variants", default="forcecore,dcgan,capsule,capsule;loss.kind=bce",
+    p.add_argument("--variants", default="forcecore,dcgan,capsule,capsule;loss.kind=bce,"
+                   "capsule;model.d_options.trunk=legacy",
                    help="comma-separated; `variant;key=value;...` for extra settings")
     p.add_argument("--fakes", default=",".join(FAKES),
                    help=f"comma-separated kinds of frozen fakes: {', '.join(FAKES)}")

@@ -11,6 +11,7 @@ from torch import nn
 from bench.d_probe import NoiseGenerator, mean_colour, probe
 from gan.config import ConfigError, load_config
 from gan.losses import Objective, margin_loss
+from gan.models import build_discriminator
 from gan.models.capsule import CapsuleDiscriminator, CapsuleEnsemble, route, squash, squash_length
 from tests.conftest import synthetic_face
 
@@ -260,3 +261,14 @@ def test_logit_output_is_a_scaled_length():
 def test_a_bad_capsule_option_is_a_config_error(option, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, ["variant=capsule", f"model.d_options.{option}"])
+
+
+def test_a_legacy_trunk_normalised_by_d_norm_starts_mid_range():
+    # model.d_norm=spectral swaps the legacy trunk's BN for spectral norm after construction;
+    # the primary capsules' gain must follow, or every first output sits near 0.
+    torch.manual_seed(0)
+    cfg = load_config(None, ["variant=capsule", "model.d_options.trunk=legacy",
+                             "model.d_norm=spectral"])
+    D = build_discriminator(cfg)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
+    assert 0.2 < D(images(16)).mean() < 0.8

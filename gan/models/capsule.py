@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
 from gan.models.layers import MinibatchStd
@@ -144,7 +145,7 @@ class CapsuleDiscriminator(nn.Module):
         primary = nn.Conv2d(trunk_ch, primary_maps * primary_dim, 3, stride, 0)
         depth, norm = TRUNKS[trunk]
         self.primary = spectral_norm(primary) if norm == "sn" else primary
-        self.primary_gain = _SN_GAIN[depth] if norm == "sn" else 1.0
+        self.sn_gain = _SN_GAIN[depth]
         grid = (img_size // down - 3) // stride + 1  # 7 for 64x64 inputs and a 2-layer trunk
         self.primary_maps, self.primary_dim = primary_maps, primary_dim
         self.routing_iters = routing_iters
@@ -163,7 +164,9 @@ class CapsuleDiscriminator(nn.Module):
         # channel = map * dim + component: each map holds one capsule per position.
         u = p.view(b, self.primary_maps, self.primary_dim, gh, gw)
         u = u.permute(0, 1, 3, 4, 2).reshape(b, -1, self.primary_dim)  # B x N x dim
-        return squash(self.primary_gain * u)
+        # Asked at run time: model.d_norm=spectral normalises a legacy trunk after construction.
+        gain = self.sn_gain if parametrize.is_parametrized(self.primary, "weight") else 1.0
+        return squash(gain * u)
 
     def forward(self, x: torch.Tensor, return_routing: bool = False):
         """B x C x 64 x 64 -> lengths (B,); with `return_routing`, also the couplings B x N."""
