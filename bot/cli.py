@@ -77,6 +77,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_post(settings: Settings, args: argparse.Namespace) -> int:
     from bot import posting, store
     from bot.checkpoints import usable_checkpoint
+    from bot.models import DeliveryState
     sessions, channels = _ready(settings)
     usable_checkpoint(sessions, settings)  # falls back to the default, or says what is wrong
     if args.dry_run:
@@ -94,7 +95,7 @@ def cmd_post(settings: Settings, args: argparse.Namespace) -> int:
             print(f"post {post_id} → {d.channel}: {d.state}"
                   + (f" {d.remote_url or d.remote_id}" if d.remote_id else "")
                   + (f" ({d.last_error})" if d.last_error else ""))
-    return 0 if all(d.state == "posted" for d in deliveries) else 1
+    return 0 if all(d.state == DeliveryState.POSTED for d in deliveries) else 1
 
 
 def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
@@ -149,6 +150,7 @@ def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from bot import locks, store
     from bot.checkpoints import problem
+    from bot.models import DeliveryState
     from bot.posting import describe_guard
     with _sessions(settings)() as s:
         ck = store.active_checkpoint(s)
@@ -173,8 +175,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
                         if daemon is not None else "not running"))
     print(f"last post: {_when(last)}")
     print("memorisation guard: " + describe_guard(settings.memorisation, settings.data_dir))
-    print("deliveries: " + ", ".join(f"{counts.get(k, 0)} {k}"
-                                     for k in ("posted", "pending", "failed")))
+    print("deliveries: " + ", ".join(f"{counts.get(k, 0)} {k}" for k in (
+        DeliveryState.POSTED, DeliveryState.PENDING, DeliveryState.FAILED)))
     for c in paused:
         print(f"channel {c.channel}: paused until {_when(c.paused_until)} ({c.pause_reason})")
     for c in failing:

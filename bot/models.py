@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (JSON, CheckConstraint, DateTime, ForeignKey, Index, MetaData, String,
@@ -19,7 +20,15 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-PENDING, POSTED, FAILED = "pending", "posted", "failed"
+
+
+class DeliveryState(StrEnum):
+    """A delivery's state; the values are what the `deliveries.state` column holds (a StrEnum
+    equals its string, so rows read back as plain strings compare equal)."""
+
+    PENDING = "pending"  # not yet delivered: the next delivery pass tries it
+    POSTED = "posted"
+    FAILED = "failed"  # gave up (or permanent); `retry` makes it pending again
 
 
 def utcnow() -> datetime:
@@ -91,13 +100,14 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("post_id", "channel"),
-        CheckConstraint(f"state IN ('{PENDING}', '{POSTED}', '{FAILED}')", name="state"),
+        CheckConstraint(f"state IN ({', '.join(repr(s.value) for s in DeliveryState)})",
+                        name="state"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     post_id: Mapped[int] = mapped_column(ForeignKey("posts.id"))
     channel: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16), default=PENDING)
+    state: Mapped[str] = mapped_column(String(16), default=DeliveryState.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -47,7 +47,7 @@ from bot.ahead import Ahead
 from bot.checkpoints import CheckpointUnavailable, load_published, problem, render
 from bot.config import Dedup, Memorisation, Settings
 from bot.etiquette import check_daily_cap
-from bot.models import FAILED, POSTED, ChannelState, Checkpoint, Delivery, Post, utcnow
+from bot.models import ChannelState, Checkpoint, Delivery, DeliveryState, Post, utcnow
 from bot.secret import redact
 
 if TYPE_CHECKING:
@@ -458,7 +458,7 @@ def _failed(settings: Settings, d: Delivery, state: ChannelState, e: Exception) 
         log.exception("post %d → %s: unexpected error", d.post_id, d.channel)
     d.last_error = reason
     if isinstance(e, Permanent):
-        d.state = FAILED
+        d.state = DeliveryState.FAILED
         log.error("post %d → %s: failed for good: %s", d.post_id, d.channel, reason)
         return
     if isinstance(e, RateLimited):
@@ -482,7 +482,7 @@ def _failed(settings: Settings, d: Delivery, state: ChannelState, e: Exception) 
                  if r.max_attempts and d.attempts >= r.max_attempts else
                  f"{(ended - d.failing_since) / timedelta(hours=1):.1f} h of failures "
                  "(retry.give_up_after_h)")
-        d.state, d.last_error = FAILED, f"{reason}; gave up after {limit}"
+        d.state, d.last_error = DeliveryState.FAILED, f"{reason}; gave up after {limit}"
         log.error("post %d → %s: %s; `retry` tries again", d.post_id, d.channel, d.last_error)
     else:
         d.next_attempt_at = ended + backoff(settings, d.attempts,
@@ -498,7 +498,8 @@ def _failed(settings: Settings, d: Delivery, state: ChannelState, e: Exception) 
 def _deliver_one(s: Session, settings: Settings, channel: Channel | None, d: Delivery,
                  state: ChannelState) -> None:
     if channel is None:
-        d.state, d.last_error = FAILED, f"channel '{d.channel}' is not enabled in the config"
+        d.state = DeliveryState.FAILED
+        d.last_error = f"channel '{d.channel}' is not enabled in the config"
         log.error("post %d → %s: %s", d.post_id, d.channel, d.last_error)
         return
     d.attempts += 1
@@ -510,7 +511,8 @@ def _deliver_one(s: Session, settings: Settings, channel: Channel | None, d: Del
     except Exception as e:
         _failed(settings, d, state, e)
         return
-    d.state, d.remote_id, d.remote_url, d.last_error = POSTED, receipt.remote_id, receipt.url, None
+    d.state, d.remote_id, d.remote_url = DeliveryState.POSTED, receipt.remote_id, receipt.url
+    d.last_error = None
     d.failing_since = state.failing_since = state.warned_at = None
     d.image_size = _size(outgoing.image_path)
     log.info("posted post %d to %s: %s (%s)", d.post_id, d.channel,
@@ -565,12 +567,13 @@ def retry_failed(sessions: sessionmaker[Session], settings: Settings,
     tried, and how many of them are posted now."""
     with locks.hold(locks.lock_path(settings, "post")):
         with sessions.begin() as s:
-            failed = list(s.scalars(select(Delivery.id).where(Delivery.state == FAILED)))
+            failed = list(s.scalars(select(Delivery.id)
+                                    .where(Delivery.state == DeliveryState.FAILED)))
             store.reset_failed(s)
         _deliver_due(sessions, settings, channels)
     with sessions() as s:
         posted = s.scalar(select(func.count()).select_from(Delivery)
-                          .where(Delivery.id.in_(failed), Delivery.state == POSTED))
+                          .where(Delivery.id.in_(failed), Delivery.state == DeliveryState.POSTED))
     return len(failed), posted
 
 

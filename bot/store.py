@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from bot.models import FAILED, PENDING, ChannelState, Checkpoint, Delivery, Post, utcnow
+from bot.models import ChannelState, Checkpoint, Delivery, DeliveryState, Post, utcnow
 
 
 def active_checkpoint(s: Session) -> Checkpoint | None:
@@ -59,7 +59,7 @@ def due_deliveries(s: Session, now: datetime) -> list[Delivery]:
     """Pending deliveries whose backoff has run out, oldest first."""
     return list(s.scalars(
         select(Delivery).options(selectinload(Delivery.post).selectinload(Post.checkpoint))
-        .where(Delivery.state == PENDING)
+        .where(Delivery.state == DeliveryState.PENDING)
         .where((Delivery.next_attempt_at.is_(None)) | (Delivery.next_attempt_at <= now))
         .order_by(Delivery.id)))
 
@@ -76,8 +76,8 @@ def last_error(s: Session) -> Delivery | None:
 def reset_failed(s: Session) -> int:
     """Failed deliveries back to pending with a fresh attempt budget; returns how many.
     What they know of earlier attempts (maybe sent, the uploaded image) stays."""
-    result = s.execute(update(Delivery).where(Delivery.state == FAILED)
-                       .values(state=PENDING, attempts=0, next_attempt_at=None,
+    result = s.execute(update(Delivery).where(Delivery.state == DeliveryState.FAILED)
+                       .values(state=DeliveryState.PENDING, attempts=0, next_attempt_at=None,
                                failing_since=None, updated_at=utcnow()))
     return result.rowcount
 
