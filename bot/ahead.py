@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import random
 from pathlib import Path
 from typing import Callable
 
 from PIL import Image
+
+from gan.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,4 @@ class Ahead:
         for _ in range(count - len(have)):
             seed = pick(rng, used | have)
             have.add(seed)
-            tmp = self.folder / f".{seed}.tmp{os.getpid()}"
-            tmp.write_bytes(png(render(seed)))
-            os.replace(tmp, self._path(seed))
+            atomic_write(self._path(seed), png(render(seed)))

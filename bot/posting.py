@@ -49,6 +49,7 @@ from bot.config import Dedup, Memorisation, Settings
 from bot.etiquette import check_daily_cap
 from bot.models import ChannelState, Checkpoint, Delivery, DeliveryState, Post, utcnow
 from bot.secret import redact
+from gan.files import atomic_write
 
 if TYPE_CHECKING:
     from gan.memorisation import NearestIndex
@@ -68,13 +69,6 @@ def png_bytes(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -325,7 +319,7 @@ NEXT_SEED = "next-seed.json"  # in data_dir: the seed the last dry run showed
 
 
 def keep_seed(data_dir: Path, checkpoint_sha256: str, seed: int) -> None:
-    _write_atomic(data_dir / NEXT_SEED, json.dumps(
+    atomic_write(data_dir / NEXT_SEED, json.dumps(
         {"seed": seed, "checkpoint_sha256": checkpoint_sha256}).encode())
 
 
@@ -367,7 +361,7 @@ def _record(sessions: sessionmaker[Session], settings: Settings, channels: list[
     with sessions() as s:
         draft = _draw_for_post(s, settings, rng, seed)
         rel = Path("images") / f"{draft.checkpoint.sha256[:12]}-{draft.seed}.png"
-        _write_atomic(settings.data_dir / rel, draft.png)
+        atomic_write(settings.data_dir / rel, draft.png)
         now = utcnow()
         post = Post(created_at=now, checkpoint=draft.checkpoint, seed=draft.seed,
                     image_path=str(rel), image_sha256=hashlib.sha256(draft.png).hexdigest(),
@@ -399,7 +393,7 @@ def delivered_image(settings: Settings, post: Post) -> Path:
     if not out.is_file():
         with Image.open(original) as im:
             big = im.resize((im.width * scale, im.height * scale), RESAMPLE[resample])
-        _write_atomic(out, png_bytes(big))
+        atomic_write(out, png_bytes(big))
     return out
 
 
@@ -597,7 +591,7 @@ def dry_run(sessions: sessionmaker[Session], settings: Settings, channels: list[
         number = (store.last_post_id(s) or 0) + 1
     keep_seed(settings.data_dir, draft.checkpoint.sha256, draft.seed)
     path = settings.data_dir / "dry-run" / f"{draft.checkpoint.sha256[:12]}-{draft.seed}.png"
-    _write_atomic(path, draft.png)
+    atomic_write(path, draft.png)
     caption, alt_text = _texts(settings, draft, number)
     return Preview(path, draft.seed, Path(draft.checkpoint.path).name, caption, alt_text,
                    channels)
@@ -616,9 +610,9 @@ def regenerate(sessions: sessionmaker[Session], settings: Settings, post_id: int
         ck = load_published(post.checkpoint)
         png = png_bytes(render(ck, post.seed))
     out = out or settings.data_dir / "regenerated" / f"post-{post_id:06d}.png"
-    _write_atomic(out, png)
+    atomic_write(out, png)
     same = hashlib.sha256(png).hexdigest() == post.image_sha256
     original = settings.data_dir / post.image_path
     if same and not original.exists():
-        _write_atomic(original, png)
+        atomic_write(original, png)
     return out, same

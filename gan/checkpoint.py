@@ -8,7 +8,6 @@ so nothing but tensors and plain types is ever unpickled.
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from torch import nn
 import gan
 from gan.config import Config, ConfigError, resolve
 from gan.errors import UserError
+from gan.files import atomic_write
 
 FORMAT = "waifu-gen"
 FORMAT_VERSION = 1
@@ -78,14 +78,7 @@ def _mismatch(e: RuntimeError, width: int = 100, most: int = 2) -> str:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """Write next to the target and rename: a crash never leaves a half-written checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def checkpoint_dict(kind: str, cfg: Config, step: int, images_seen: int,

@@ -49,17 +49,20 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a new run (the default command)")
+    t.set_defaults(func=_cmd_train)
     t.add_argument("--config", type=Path, default=Path("config.yaml"),
                    help="settings file (default: config.yaml)")
     t.add_argument("overrides", nargs="*", metavar="key=value",
                    help="e.g. variant=dcgan train.batch_size=32")
 
     r = sub.add_parser("resume", help="continue a run from its newest checkpoint")
+    r.set_defaults(func=_cmd_resume)
     r.add_argument("run", type=Path, help="a run folder or one of its ckpt-*.pt files")
     r.add_argument("overrides", nargs="*", metavar="key=value",
                    help="only train.* settings may change, e.g. train.total_images=600000")
 
     c = sub.add_parser("clean", help="report (and move aside) images not worth training on")
+    c.set_defaults(func=_cmd_clean)
     c.add_argument("folder", type=Path)
     c.add_argument("--move-to", type=Path, help="move flagged files here, one folder per reason")
     c.add_argument("--min-size", type=int, default=32)
@@ -67,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="pHash distance counted as a near-duplicate (default 4 of 64)")
 
     s = sub.add_parser("sample", help="faces from a checkpoint: a grid or one PNG per seed")
+    s.set_defaults(func=_cmd_sample)
     s.add_argument("checkpoint", type=Path)
     s.add_argument("--seeds", default="0-63", help="e.g. 0-15 or 1,5,9 (default 0-63)")
     s.add_argument("--out", type=Path, default=Path("out/grid.png"),
@@ -75,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--scale", type=int, default=2, help="enlarge the grid (nearest), default 2")
 
     i = sub.add_parser("interpolate", help="a GIF walking between two seeds' faces")
+    i.set_defaults(func=_cmd_interpolate)
     i.add_argument("checkpoint", type=Path)
     i.add_argument("seed_a", type=int)
     i.add_argument("seed_b", type=int)
@@ -82,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--out", type=Path, default=Path("out/interpolation.gif"))
 
     e = sub.add_parser("export", help="write the small inference-only file the bot publishes")
+    e.set_defaults(func=_cmd_export)
     e.add_argument("checkpoint", type=Path)
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--fp32", action="store_true", help="keep float32 (default: float16)")
@@ -91,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         "distances of a checkpoint's samples; writes <name>.metrics.json beside it",
         description="example: python train.py evaluate checkpoints/default.pt "
         "--data ../shared/data/animefaces  (see docs/metrics.md)")
+    v.set_defaults(func=_cmd_evaluate)
     v.add_argument("checkpoint", type=Path)
     v.add_argument("--data", type=Path, help="the training faces (default: the checkpoint's "
                    "data.path)")
@@ -113,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
                        "bot's guard and `evaluate --index`)",
                        description="example: python train.py index ../shared/data/animefaces "
                        "--out data/faces-index.npz")
+    x.set_defaults(func=_cmd_index)
     x.add_argument("folder", type=Path)
     x.add_argument("--out", type=Path, required=True, help="the .npz index file to write")
     x.add_argument("--cache-dir", default=".cache/datasets",
@@ -266,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     from gan.training import TrainingDiverged
 
     try:
-        return globals()[f"_cmd_{args.command}"](args)
+        return args.func(args)
     except UserError as e:  # anything else is a bug: its traceback is kept
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from gan.errors import UserError
+from gan.files import atomic_write
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: the bot's guard needs none
     import torch
@@ -212,11 +213,9 @@ class FaceDataset:
         warn_skipped(skipped, folder)
         images = images[:len(names)]
         if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp.npz")
-            np.savez(tmp, images=images, names=np.array(names),
-                     skipped=np.array([f"{n}\t{w}" for n, w in skipped], dtype=str))
-            tmp.replace(cache)
+            atomic_write(cache, lambda tmp: np.savez(
+                tmp, images=images, names=np.array(names),
+                skipped=np.array([f"{n}\t{w}" for n, w in skipped], dtype=str)), suffix=".npz")
         import torch
         return cls(torch.from_numpy(images), skipped, names)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from gan.data import DataError
+from gan.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +100,10 @@ class NearestIndex:
         return float(d[0]), str(self.names[i[0]])
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez_compressed(tmp, format=np.array(INDEX_FORMAT), features_kind=np.array(FEATURES),
-                            features=self.features.astype(np.float16), names=self.names,
-                            source=np.array(self.source))
-        tmp.replace(path)
-        return path
+        return atomic_write(path, lambda tmp: np.savez_compressed(
+            tmp, format=np.array(INDEX_FORMAT), features_kind=np.array(FEATURES),
+            features=self.features.astype(np.float16), names=self.names,
+            source=np.array(self.source)), suffix=".npz")
 
     @classmethod
     def load(cls, path: str | Path) -> "NearestIndex":

@@ -11,25 +11,18 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
 from bot.channels.base import (Channel, ChannelSettings, Outgoing, Permanent, Receipt,
                                Retryable)
 from bot.config import RelPath
+from gan.files import atomic_write
 
 
 class OutboxSettings(ChannelSettings):
     folder: RelPath | None = None  # None: <data_dir>/outbox
     title: str = "waifu-gen outbox"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    # A reader (the browser, a crash) never sees a half-written file.
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 _PAGE = """<!doctype html>
@@ -99,10 +92,10 @@ class OutboxChannel(Channel):
         }
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            _write_atomic(self.folder / f"{stem}.png", image)
-            _write_atomic(self.folder / f"{stem}.json",
+            atomic_write(self.folder / f"{stem}.png", image)
+            atomic_write(self.folder / f"{stem}.json",
                           json.dumps(sidecar, indent=2, ensure_ascii=False).encode())
-            _write_atomic(self.folder / "index.html", self.render_index().encode())
+            atomic_write(self.folder / "index.html", self.render_index().encode())
         except PermissionError as e:
             raise Permanent(f"cannot write to the outbox {self.folder}: {e.strerror}") from None
         except OSError as e:
