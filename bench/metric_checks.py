@@ -1,7 +1,7 @@
 """Is the metric a metric? Real vs real, blurred, noised and a checkpoint's samples, per extractor.
 
     python bench/metric_checks.py [--faces DIR] [--checkpoint checkpoints/default.pt]
-                                  [--features lite2,hog] [--resolutions 128] [--n 5000]
+                                  [--features lite2,hog] [--resolutions 64] [--n 5000]
                                   [--n-ref 0] [--blur 1.0] [--noise 16]
 
 The faces (decoded as training decodes them) are shuffled (seed 0) and split into two disjoint
@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--faces", type=Path, default=DEFAULT_FACES)
     ap.add_argument("--checkpoint", type=Path, default=REPO / "checkpoints" / "default.pt")
     ap.add_argument("--features", default="lite2,hog", help="comma list of extractors")
-    ap.add_argument("--resolutions", default="128", help="lite2: comma list of input sizes")
+    ap.add_argument("--resolutions", default="64", help="lite2: comma list of input sizes")
     ap.add_argument("--n", type=int, default=5000, help="images per compared set")
     ap.add_argument("--n-ref", type=int, default=0, help="reference faces (0: the whole half)")
     ap.add_argument("--blur", type=float, default=1.0, help="Gaussian blur sigma, pixels")
