@@ -413,11 +413,6 @@ def train(cfg: Config, resume: Path | None = None,
         if ck.kind != "training":
             raise CheckpointError(f"{resume}: an exported checkpoint has no optimizer state to "
                                   "resume")
-        if ck.images_seen >= cfg.train.total_images:
-            raise ConfigError(
-                f"{Path(resume).parent} is finished ({ck.images_seen:,} of train.total_images="
-                f"{cfg.train.total_images:,} images seen); to train longer: python train.py "
-                f"resume {Path(resume).parent} train.total_images={2 * ck.images_seen}")
     main = int(os.environ.get("RANK", "0")) == 0
     if dataset is None:
         dataset = FaceDataset.load(cfg.data.path, cfg.data.cache_dir,
@@ -425,6 +420,11 @@ def train(cfg: Config, resume: Path | None = None,
     # Built before the run folder exists: a run that cannot start (no such device, fewer faces
     # than a batch) leaves no empty folder behind.
     trainer = Trainer(cfg, dataset, None, ck)
+    if ck is not None and ck.images_seen >= cfg.train.total_images:  # after its weights fit
+        raise ConfigError(
+            f"{Path(resume).parent} is finished ({ck.images_seen:,} of train.total_images="
+            f"{cfg.train.total_images:,} images seen); to train longer: python train.py "
+            f"resume {Path(resume).parent} train.total_images={2 * ck.images_seen}")
     if resume is not None:
         run_dir = Path(resume).parent
     elif main:
