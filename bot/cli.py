@@ -108,7 +108,7 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
 
 # metrics.json bookkeeping (counts, settings) left out of the `checkpoints` table.
 _NOT_SHOWN = {"samples", "reference_images", "feature_dim", "kid_subsets", "kid_subset_size",
-              "pr_k", "pr_images", "seconds"}
+              "pr_k", "pr_images", "seconds", "resolution"}
 
 
 def _metrics_text(metrics: dict | None) -> str:
