@@ -16,11 +16,7 @@ from typing import Any, Literal, Sequence, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gan.errors import UserError
-
-
-class ConfigError(UserError, ValueError):
-    """A user mistake in the configuration; its message is one readable line."""
+from gan.errors import ConfigError  # noqa: F401  (re-exported: callers import it from here)
 
 
 class _Section(BaseModel):

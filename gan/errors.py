@@ -8,3 +8,8 @@ the bot and every gan module can use it without pulling in anything.
 
 class UserError(Exception):
     """A problem the user can fix; the message is one readable line that says how."""
+
+
+class ConfigError(UserError, ValueError):
+    """A user mistake in the configuration; its message is one readable line. Here rather than
+    in gan.config so the model registry can raise it without importing the config module."""

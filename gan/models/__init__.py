@@ -12,7 +12,7 @@ import functools
 import torch
 from torch import nn
 
-from gan.config import ConfigError
+from gan.errors import ConfigError
 from gan.models.capsule import CapsuleDiscriminator, CapsuleEnsemble
 from gan.models.dcgan import (DCGANDiscriminator, DCGANGenerator, ForcecoreDiscriminator,
                               ForcecoreGenerator)
