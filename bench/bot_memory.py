@@ -79,7 +79,7 @@ def child_daemon(cfg: Path, posts: int, draws: int) -> None:
 
     t = time.perf_counter()
     import bot.scheduler  # noqa: F401  (what `run` imports)
-    from bot import posting
+    from bot import guard, posting
     from bot.channels import build_channels
     from bot.checkpoints import ensure_active
     from bot.cli import setup_logging
@@ -94,7 +94,7 @@ def child_daemon(cfg: Path, posts: int, draws: int) -> None:
     sessions = open_database(settings.database_url)
     ensure_active(sessions, settings)
     channels = build_channels(settings.channels, settings.data_dir)
-    posting.log_guard(settings.memorisation, settings.data_dir)
+    guard.log_guard(settings.memorisation, settings.data_dir)
     report("start", t)
     import logging
     logging.getLogger().setLevel(logging.WARNING)  # a thousand "posted" lines say nothing

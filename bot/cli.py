@@ -151,7 +151,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from bot import locks, store
     from bot.checkpoints import problem
     from bot.models import DeliveryState
-    from bot.posting import describe_guard
+    from bot.guard import describe_guard
     with _sessions(settings)() as s:
         ck = store.active_checkpoint(s)
         counts = store.delivery_counts(s)

@@ -30,7 +30,8 @@ from bot.config import Schedule, Settings
 from bot.db import open_database
 from bot.etiquette import schedule_over_cap
 from bot.models import utcnow
-from bot.posting import deliver_pending, log_guard, post_once
+from bot.guard import log_guard
+from bot.posting import deliver_pending, post_once
 from bot.render import in_worker
 
 log = logging.getLogger(__name__)

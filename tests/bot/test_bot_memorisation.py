@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bot import BotError, posting, store
+from bot import BotError, guard, posting, store
 from bot.checkpoints import publish
 from bot.config import Memorisation, load_settings
 from bot.db import open_database
@@ -109,7 +109,7 @@ def post_past_a_training_face(settings, faces_dir, monkeypatch, caplog):
     copy = Image.fromarray(face(faces_dir, 5))
     monkeypatch.setattr(posting, "render",
                         lambda ck, seed: copy if seed == 2 else real_render(ck, seed))
-    with caplog.at_level(logging.INFO, logger="bot.posting"):
+    with caplog.at_level(logging.INFO, logger="bot"):
         post_id = posting.post_once(sessions, settings, {"a": Recorder()}, rng=Seeds(2, 3))
     with sessions() as s:
         assert store.post(s, post_id).seed == 3
@@ -130,20 +130,31 @@ def test_the_bot_redraws_a_training_face_and_says_why(write_config, faces_dir, i
         posting.post_once(sessions, settings, {"a": Recorder()}, rng=Seeds(4, 5, 6))
 
 
+def test_the_guard_has_four_sources(write_config, faces_dir):
+    def kind(**memorisation):
+        s = load_settings(write_config(memorisation=memorisation))
+        return guard.guard_source(s.memorisation, s.data_dir).kind
+
+    assert kind(faces=None) is guard.Source.OFF
+    assert kind(index="x.npz", faces=None) is guard.Source.INDEX  # even when the file is not there
+    assert kind(faces="no-such-folder") is guard.Source.MISSING
+    assert kind(faces=str(faces_dir)) is guard.Source.FACES
+
+
 def test_guard_off_when_both_null_and_said_at_start(write_config, tmp_path, caplog):
     settings = load_settings(write_config(memorisation={"faces": None}))
     assert settings.memorisation.index is None and settings.memorisation.faces is None
-    assert posting.load_guard(settings.memorisation, settings.data_dir) is None
-    with caplog.at_level(logging.INFO, logger="bot.posting"):
-        posting.log_guard(settings.memorisation, settings.data_dir)
+    assert guard.load_guard(settings.memorisation, settings.data_dir) is None
+    with caplog.at_level(logging.INFO, logger="bot"):
+        guard.log_guard(settings.memorisation, settings.data_dir)
     assert "memorisation guard off (bot.memorisation.index and .faces are null)" in caplog.text
-    assert posting.describe_guard(settings.memorisation, settings.data_dir).startswith("off (")
+    assert guard.describe_guard(settings.memorisation, settings.data_dir).startswith("off (")
     # A relative index path resolves against the config file; a missing one fails at start.
     missing = load_settings(write_config(memorisation={"index": "faces.npz",
                                                        "min_distance": 0.3}))
     assert missing.memorisation.index == tmp_path / "faces.npz"
     with pytest.raises(BotError, match="bot.memorisation.index: memorisation index not found"):
-        posting.log_guard(missing.memorisation, missing.data_dir)
+        guard.log_guard(missing.memorisation, missing.data_dir)
     with pytest.raises(BotError, match="min_distance"):
         load_settings(write_config(memorisation={"min_distance": 3}))
 
@@ -162,7 +173,7 @@ def test_the_bot_indexes_the_faces_folder_once_and_refuses_a_training_face(
     settings = load_settings(write_config(memorisation={"faces": "faces"}))
     assert settings.memorisation.faces == faces_dir and settings.memorisation.index is None
     own = settings.data_dir / "faces-index.npz"
-    assert "built at the next start or post" in posting.describe_guard(
+    assert "built at the next start or post" in guard.describe_guard(
         settings.memorisation, settings.data_dir)
 
     # The first post of a one-shot `post` builds the index, then refuses a training face fed
@@ -173,14 +184,14 @@ def test_the_bot_indexes_the_faces_folder_once_and_refuses_a_training_face(
     assert "seed 2 is too close to the training face face005.png (distance 0.0" in caplog.text
     index = NearestIndex.load(own)
     assert len(index) == 24 and index.source == str(faces_dir.resolve())
-    status = posting.describe_guard(settings.memorisation, settings.data_dir)
+    status = guard.describe_guard(settings.memorisation, settings.data_dir)
     assert status.startswith(f"on (index of the training faces in {faces_dir}: {own}, built;")
 
     # Later posts and a (re)start use that file as it is.
     mtime = own.stat().st_mtime_ns
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="bot.posting"):
-        posting.log_guard(settings.memorisation, settings.data_dir)
+    with caplog.at_level(logging.INFO, logger="bot"):
+        guard.log_guard(settings.memorisation, settings.data_dir)
         posting.post_once(sessions, settings, {"a": Recorder()}, rng=Seeds(2, 4))
     assert "memorisation guard on: images nearer than 0.35 to one of the 24 training faces " \
         f"in {own}" in caplog.text
@@ -199,20 +210,20 @@ def test_an_index_of_another_folder_or_a_broken_one_is_built_again(write_config,
         (other / f"face{i:03d}.png").write_bytes((faces_dir / f"face{i:03d}.png").read_bytes())
     build_index(other, own, cache_dir=None, progress=False)
     assert len(NearestIndex.load(own)) == 3
-    assert "built at the next start or post" in posting.describe_guard(
+    assert "built at the next start or post" in guard.describe_guard(
         settings.memorisation, settings.data_dir)
-    with caplog.at_level(logging.INFO, logger="bot.posting"):
-        posting.log_guard(settings.memorisation, settings.data_dir)  # at the daemon's start
+    with caplog.at_level(logging.INFO, logger="bot"):
+        guard.log_guard(settings.memorisation, settings.data_dir)  # at the daemon's start
     assert f"(once) (the old one is of {other.resolve()}) ..." in caplog.text
     assert "one of the 24 training faces" in caplog.text
-    guard = posting.load_guard(settings.memorisation, settings.data_dir)
-    assert len(guard) == 24 and guard.source == str(faces_dir.resolve())
-    assert guard.nearest_face(face(faces_dir, 20))[1] == "face020.png"
+    index = guard.load_guard(settings.memorisation, settings.data_dir)
+    assert len(index) == 24 and index.source == str(faces_dir.resolve())
+    assert index.nearest_face(face(faces_dir, 20))[1] == "face020.png"
 
     own.write_bytes(b"not a zip")  # e.g. cut short by a full disk
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="bot.posting"):
-        assert len(posting.load_guard(settings.memorisation, settings.data_dir)) == 24
+    with caplog.at_level(logging.INFO, logger="bot"):
+        assert len(guard.load_guard(settings.memorisation, settings.data_dir)) == 24
     assert "(the old one is unreadable)" in caplog.text
 
 
@@ -222,7 +233,7 @@ def test_a_missing_faces_folder_turns_the_guard_off_with_a_warning(write_config,
     missing = tmp_path / "no-such-faces"
     # The bot still posts; a one-shot post says why the guard is off, once per process.
     sessions = started(settings)
-    with caplog.at_level(logging.WARNING, logger="bot.posting"):
+    with caplog.at_level(logging.WARNING, logger="bot"):
         posting.post_once(sessions, settings, {"a": Recorder()}, rng=Seeds(1))
         posting.post_once(sessions, settings, {"a": Recorder()}, rng=Seeds(2))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -230,19 +241,19 @@ def test_a_missing_faces_folder_turns_the_guard_off_with_a_warning(write_config,
     assert warnings[0].startswith(f"memorisation guard off: the training faces folder {missing} ")
     assert "set bot.memorisation.faces" in warnings[0]
     assert "bot.memorisation.index" in warnings[0]
-    assert posting.load_guard(settings.memorisation, settings.data_dir) is None
+    assert guard.load_guard(settings.memorisation, settings.data_dir) is None
     assert not (settings.data_dir / "faces-index.npz").exists()
-    assert posting.describe_guard(settings.memorisation, settings.data_dir).startswith(
+    assert guard.describe_guard(settings.memorisation, settings.data_dir).startswith(
         f"off (the training faces folder {missing} is not there")
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="bot.posting"):
-        posting.log_guard(settings.memorisation, settings.data_dir)  # the daemon: always said
+    with caplog.at_level(logging.INFO, logger="bot"):
+        guard.log_guard(settings.memorisation, settings.data_dir)  # the daemon: always said
     assert caplog.text.count("memorisation guard off: the training faces folder") == 1
 
 
 def test_guard_on_is_said_at_start(index_file, tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="bot.posting"):
-        posting.log_guard(Memorisation(index=index_file), tmp_path)
+    with caplog.at_level(logging.INFO, logger="bot"):
+        guard.log_guard(Memorisation(index=index_file), tmp_path)
     assert "memorisation guard on: images nearer than 0.35 to one of the 24 training faces" \
         in caplog.text
 
@@ -310,7 +321,7 @@ def test_hostile_faces_are_skipped_by_the_index_command_and_the_bots_build(
     settings = load_settings(write_config(memorisation={"faces": str(faces_dir)}))
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        posting.log_guard(settings.memorisation, settings.data_dir)
+        guard.log_guard(settings.memorisation, settings.data_dir)
     assert "memorisation index built: 24 faces" in caplog.text
     skipped = next(r.getMessage() for r in caplog.records if "skipped 3 file(s)" in r.getMessage())
     assert all(n in skipped for n in ("bomb.png", "album.jpg", "._face000.png"))
