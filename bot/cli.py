@@ -155,6 +155,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     with _sessions(settings)() as s:
         ck = store.active_checkpoint(s)
         counts = store.delivery_counts(s)
+        reply_counts = store.reply_counts(s)
         err = store.last_error(s)
         last = store.last_post_time(s)
         paused = store.paused_channels(s, datetime.now(timezone.utc))
@@ -177,6 +178,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     print("memorisation guard: " + describe_guard(settings.memorisation, settings.data_dir))
     print("deliveries: " + ", ".join(f"{counts.get(k, 0)} {k}" for k in (
         DeliveryState.POSTED, DeliveryState.PENDING, DeliveryState.FAILED)))
+    if settings.replies.enabled or reply_counts:
+        print(f"replies to mentions: {'on' if settings.replies.enabled else 'off'}, " + ", ".join(
+            f"{reply_counts.get(k, 0)} {k}" for k in (
+                DeliveryState.POSTED, DeliveryState.PENDING, DeliveryState.FAILED)))
     for c in paused:
         print(f"channel {c.channel}: paused until {_when(c.paused_until)} ({c.pause_reason})")
     for c in failing:
@@ -199,6 +204,8 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
         try:
             channel = channel_class(cs.type)(name, cs, settings.data_dir)
             print(f"{name}: {channel.check()}")
+            if settings.replies.enabled and name == settings.replies.channel:
+                print(f"{name}: {channel.check_replies()}")
             for advice in channel.etiquette(fix=args.fix):  # a warning, not a failure
                 if advice.fixed:
                     print(f"{name}: fixed: {advice.text}")

@@ -183,6 +183,30 @@ class Memorisation(BaseModel):
     min_distance: float = Field(0.35, ge=0, le=2)
 
 
+Visibility = Literal["public", "unlisted", "private", "direct"]
+
+
+class Replies(BaseModel):
+    """Replies to mentions that ask for a face (Mastodon; bot/replies.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    channel: str = "mastodon"  # the Mastodon channel (by its name here) whose mentions count
+    # A mention asks for a face when its text has one of these (any case).
+    words: list[Annotated[str, Field(min_length=1)]] = Field(["draw me"], min_length=1)
+    poll_s: float = Field(60.0, ge=5)  # Mastodon allows 300 requests per 5 minutes
+    # Replies per asking account per UTC day, and in all per UTC day; null: no limit.
+    per_account_per_day: int | None = Field(3, ge=1)
+    per_day: int | None = Field(50, ge=1)
+    only_followed: bool = False  # answer only accounts the bot's account follows
+    # The most public a reply may be; never more public than the mention it answers.
+    visibility: Visibility = "unlisted"
+    caption: Template = (
+        "Your face (seed {seed}), drawn by a {variant} GAN from {checkpoint} after {kimg}k "
+        "training images. {quality}")
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -215,6 +239,7 @@ class Settings(BaseModel):
     memorisation: Memorisation = {}  # type: ignore[assignment]
     # SerializeAsAny: dump each channel's own fields, not just the base class's.
     channels: dict[str, SerializeAsAny[ChannelSettings]] = {"outbox": {}}
+    replies: Replies = Replies()
 
     @field_validator("database_url")
     @classmethod
@@ -249,6 +274,15 @@ class Settings(BaseModel):
             except ValidationError as e:
                 raise ValueError(_describe(e, f"{name}.", model)) from None
         return out
+
+    @model_validator(mode="after")
+    def _replies_channel(self) -> Settings:
+        r = self.replies
+        ch = self.channels.get(r.channel)
+        if r.enabled and (ch is None or not ch.enabled or ch.type != "mastodon"):
+            raise ValueError(f"replies.channel: '{r.channel}' is not an enabled Mastodon channel "
+                             "in bot.channels (replies answer mentions on Mastodon)")
+        return self
 
     @property
     def db_file(self) -> Path | None:

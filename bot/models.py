@@ -96,17 +96,10 @@ class Post(Base):
                                                       order_by="Delivery.id")
 
 
-class Delivery(Base):
-    __tablename__ = "deliveries"
-    __table_args__ = (
-        UniqueConstraint("post_id", "channel"),
-        CheckConstraint(f"state IN ({', '.join(repr(s.value) for s in DeliveryState)})",
-                        name="state"),
-    )
+class Attempted:
+    """The columns of something sent to a channel with attempts, backoff and the "maybe sent"
+    marker: a post's delivery, or a reply to a mention. bot.posting.attempt drives both."""
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    post_id: Mapped[int] = mapped_column(ForeignKey("posts.id"))
-    channel: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), default=DeliveryState.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -126,7 +119,66 @@ class Delivery(Base):
     # The first of the transient failures in a row; past retry.give_up_after_h it fails.
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
+    channel: str
+    what: str  # "post 12", "reply 3": how log lines name it
+
+    @property
+    def label(self) -> str:
+        return f"{self.what} → {self.channel}"
+
+
+def _state_check() -> CheckConstraint:
+    return CheckConstraint(f"state IN ({', '.join(repr(s.value) for s in DeliveryState)})",
+                           name="state")
+
+
+class Delivery(Attempted, Base):
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("post_id", "channel"), _state_check())
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    post_id: Mapped[int] = mapped_column(ForeignKey("posts.id"))
+    channel: Mapped[str] = mapped_column(String(64))
+
     post: Mapped[Post] = relationship(back_populates="deliveries")
+
+    @property
+    def what(self) -> str:
+        return f"post {self.post_id}"
+
+
+class Reply(Attempted, Base):
+    """A reply to a mention that asked for a face (bot/replies.py): recorded, image and all,
+    before it is sent, then sent like a delivery."""
+
+    __tablename__ = "replies"
+    __table_args__ = (UniqueConstraint("channel", "notification_id"),  # once per mention
+                      UniqueConstraint("checkpoint_id", "seed"), _state_check())
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(64))
+    notification_id: Mapped[str] = mapped_column(String(64))
+    mention_id: Mapped[str] = mapped_column(String(64))  # the status replied to
+    # Who asked: the account's URI (stable: its seeds derive from it) and its acct, which the
+    # reply mentions ("alice" on the bot's server, "alice@example.org" elsewhere).
+    account_uri: Mapped[str] = mapped_column(Text)
+    account_acct: Mapped[str] = mapped_column(Text)
+    counter: Mapped[int]  # this account's n-th face: the seed is derived from (uri, counter)
+    visibility: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id"))
+    seed: Mapped[int]
+    image_path: Mapped[str] = mapped_column(Text)  # relative to the data folder
+    image_sha256: Mapped[str] = mapped_column(String(64))
+    phash: Mapped[str] = mapped_column(String(16))
+    caption: Mapped[str] = mapped_column(Text)
+    alt_text: Mapped[str] = mapped_column(Text)
+
+    checkpoint: Mapped[Checkpoint] = relationship()
+
+    @property
+    def what(self) -> str:
+        return f"reply {self.id}"
 
 
 class ChannelState(Base):
@@ -142,3 +194,6 @@ class ChannelState(Base):
     # (warned_at) when that is an hour ago.
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The newest mention notification handled (bot/replies.py): the next poll asks for newer
+    # ones only, also after a restart.
+    mentions_since_id: Mapped[str | None] = mapped_column(String(64))

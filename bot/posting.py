@@ -30,6 +30,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
@@ -46,7 +47,8 @@ from bot.checkpoints import CheckpointUnavailable, load_published, problem, rend
 from bot.config import Dedup, Memorisation, Settings
 from bot.etiquette import check_daily_cap
 from bot.guard import load_guard
-from bot.models import ChannelState, Checkpoint, Delivery, DeliveryState, Post, utcnow
+from bot.models import (Attempted, ChannelState, Checkpoint, Delivery, DeliveryState, Post,
+                        Reply, utcnow)
 from bot.secret import redact
 from gan.files import atomic_write
 
@@ -152,7 +154,8 @@ def draw(s: Session, dedup: Dedup, rng: random.Random,
                    "lower dedup.max_distance or publish another checkpoint")
 
 
-def _quality(ck: Checkpoint, quality_metric: str) -> str:
+def quality_text(ck: Checkpoint, quality_metric: str) -> str:
+    """The caption's {quality}: e.g. "FHD 4.87", or empty when the checkpoint lacks it."""
     value = (ck.metrics or {}).get(quality_metric)
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return ""
@@ -161,11 +164,14 @@ def _quality(ck: Checkpoint, quality_metric: str) -> str:
     return f"{quality_metric.upper()} {shown}"
 
 
-def _texts(settings: Settings, draft: Draft, number: int) -> tuple[str, str]:
+def texts(settings: Settings, draft: Draft, number: int,
+          caption: str | None = None) -> tuple[str, str]:
+    """(caption, alt text) of a draft numbered `number`: `caption` (a template; default
+    bot.caption) and bot.alt_text, filled in."""
     ck = draft.checkpoint
     fields = template_fields(number, draft.seed, Path(ck.path).name, ck.variant, ck.step,
-                             ck.images_seen, _quality(ck, settings.quality_metric))
-    return (settings.caption.format(**fields).strip(),
+                             ck.images_seen, quality_text(ck, settings.quality_metric))
+    return ((caption or settings.caption).format(**fields).strip(),
             settings.alt_text.format(**fields).strip())
 
 
@@ -222,7 +228,7 @@ def _record(sessions: sessionmaker[Session], settings: Settings, channels: list[
                     phash=draft.phash, caption="", alt_text="")
         s.add(post)
         s.flush()  # assigns the id: the post number in the caption
-        post.caption, post.alt_text = _texts(settings, draft, post.id)
+        post.caption, post.alt_text = texts(settings, draft, post.id)
         for name in channels:
             s.add(Delivery(post=post, channel=name, idempotency_key=uuid.uuid4().hex,
                            updated_at=now))
@@ -235,7 +241,7 @@ def _record(sessions: sessionmaker[Session], settings: Settings, channels: list[
 RESAMPLE = {"nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
 
 
-def delivered_image(settings: Settings, post: Post) -> Path:
+def delivered_image(settings: Settings, post: Post | Reply) -> Path:
     """What channels get: the stored image enlarged bot.image.scale times (64x64 is a smudge
     on Mastodon and X), made once per post and setting under data_dir/delivered/. The stored
     original itself when the scale is 1 or the original is gone (the channel then says so)."""
@@ -259,26 +265,31 @@ def _size(path: Path) -> str | None:
         return None
 
 
-def _outgoing(s: Session, d: Delivery, settings: Settings) -> Outgoing:
-    p, ck = d.post, d.post.checkpoint
+def outgoing(s: Session, settings: Settings, row: Attempted, made: Post | Reply,
+             **extra: Any) -> Outgoing:
+    """What a channel gets to send `row` (a delivery, or a reply): the image and texts of
+    `made` (the delivery's post, or the reply itself), what earlier attempts of `row` did, and
+    the callbacks that record what this one does, each committed at once. `extra`: the other
+    fields of Outgoing (hashtags; a reply's)."""
+    ck = made.checkpoint
 
     def sending() -> None:
-        if d.maybe_sent_at is None:
-            d.maybe_sent_at = utcnow()
+        if row.maybe_sent_at is None:
+            row.maybe_sent_at = utcnow()
             s.commit()  # before the request: a crash during it must not forget it was sent
 
     def uploaded(media_id: str) -> None:
-        d.media_id = media_id
+        row.media_id = media_id
         s.commit()
 
-    return Outgoing(post_id=p.id, idempotency_key=d.idempotency_key,
-                    image_path=delivered_image(settings, p), caption=p.caption,
-                    alt_text=p.alt_text, seed=p.seed, checkpoint=Path(ck.path).name,
+    return Outgoing(post_id=made.id, idempotency_key=row.idempotency_key,
+                    image_path=delivered_image(settings, made), caption=made.caption,
+                    alt_text=made.alt_text, seed=made.seed, checkpoint=Path(ck.path).name,
                     variant=ck.variant, step=ck.step, images_seen=ck.images_seen,
-                    created_at=p.created_at, quality=_quality(ck, settings.quality_metric),
-                    hashtags=tuple(settings.hashtags),
-                    attempt=d.attempts, maybe_sent=d.maybe_sent_at is not None,
-                    media_id=d.media_id, on_sending=sending, on_media=uploaded)
+                    created_at=made.created_at,
+                    quality=quality_text(ck, settings.quality_metric), attempt=row.attempts,
+                    maybe_sent=row.maybe_sent_at is not None, media_id=row.media_id,
+                    on_sending=sending, on_media=uploaded, **extra)
 
 
 JITTER = 0.1
@@ -295,30 +306,41 @@ def backoff(settings: Settings, attempts: int, retry_after: float | None) -> tim
     return timedelta(seconds=wait * (1 + JITTER * random.random()))
 
 
-def _failed(settings: Settings, d: Delivery, state: ChannelState, e: Exception) -> None:
-    """Record a failed attempt: retry later, pause the channel, or give up."""
+def pause(settings: Settings, state: ChannelState, e: RateLimited, now: datetime) -> None:
+    """A 429: no request goes to the channel (for any post or reply) before the server's
+    reset; the pause is in the database, so a restart keeps it."""
+    wait = e.retry_after if e.retry_after else settings.retry.base_delay_s
+    state.paused_until = now + timedelta(seconds=wait)
+    state.pause_reason = redact(str(e) or type(e).__name__)
+    log.warning("%s: %s; paused until %s", state.channel, state.pause_reason,
+                state.paused_until.isoformat(timespec="seconds"))
+
+
+def paused(state: ChannelState, now: datetime) -> bool:
+    return state.paused_until is not None and state.paused_until > now
+
+
+def _failed(settings: Settings, d: Attempted, state: ChannelState, e: Exception) -> None:
+    """Record a failed attempt (of a delivery or a reply): retry later, pause the channel, or
+    give up."""
     # From the end of the attempt: a 30 s timeout must not use up a 30 s backoff.
     ended = utcnow()
     reason = redact(str(e) or type(e).__name__)
     if not isinstance(e, DeliveryError):
         # Unclassified (a library's own exception, a bug): retried like a network error,
         # with the traceback in the log.
-        log.exception("post %d → %s: unexpected error", d.post_id, d.channel)
+        log.exception("%s: unexpected error", d.label)
     d.last_error = reason
     if isinstance(e, Permanent):
         d.state = DeliveryState.FAILED
-        log.error("post %d → %s: failed for good: %s", d.post_id, d.channel, reason)
+        log.error("%s: failed for good: %s", d.label, reason)
         return
     if isinstance(e, RateLimited):
-        # The server did not look at the request: the attempt does not count, and no request
-        # goes to this channel (for any post) before the reset.
+        # The server did not look at the request: the attempt does not count.
         d.attempts -= 1
-        wait = e.retry_after if e.retry_after else settings.retry.base_delay_s
-        state.paused_until = ended + timedelta(seconds=wait)
-        state.pause_reason = reason
-        d.next_attempt_at = ended + backoff(settings, 1, wait)
-        log.warning("%s: %s; paused until %s", d.channel, reason,
-                    state.paused_until.isoformat(timespec="seconds"))
+        pause(settings, state, e, ended)
+        d.next_attempt_at = ended + backoff(settings, 1,
+                                            (state.paused_until - ended).total_seconds())
         return
     d.failing_since = d.failing_since or ended
     state.failing_since = state.failing_since or ended
@@ -331,56 +353,70 @@ def _failed(settings: Settings, d: Delivery, state: ChannelState, e: Exception) 
                  f"{(ended - d.failing_since) / timedelta(hours=1):.1f} h of failures "
                  "(retry.give_up_after_h)")
         d.state, d.last_error = DeliveryState.FAILED, f"{reason}; gave up after {limit}"
-        log.error("post %d → %s: %s; `retry` tries again", d.post_id, d.channel, d.last_error)
+        log.error("%s: %s; `retry` tries again", d.label, d.last_error)
     else:
         d.next_attempt_at = ended + backoff(settings, d.attempts,
                                             getattr(e, "retry_after", None))
-        log.warning("post %d → %s: %s; attempt %d, next at %s", d.post_id, d.channel, reason,
-                    d.attempts, d.next_attempt_at.isoformat(timespec="seconds"))
+        log.warning("%s: %s; attempt %d, next at %s", d.label, reason, d.attempts,
+                    d.next_attempt_at.isoformat(timespec="seconds"))
     if ended - state.failing_since >= FAILING_WARNING and state.warned_at is None:
         state.warned_at = ended
         log.warning("%s has been failing since %s: %s", d.channel,
                     state.failing_since.isoformat(timespec="seconds"), reason)
 
 
-def _deliver_one(s: Session, settings: Settings, channel: Channel | None, d: Delivery,
-                 state: ChannelState) -> None:
+def _attempt(s: Session, settings: Settings, channel: Channel | None, row: Attempted,
+             state: ChannelState, make: Callable[[], Outgoing]) -> None:
+    """One attempt to send `row` (a delivery or a reply) to `channel`, its outcome recorded
+    on `row` and the channel's `state`: posted, retried later (backoff, a rate-limit pause),
+    or failed. The attempt is committed before the network call; the caller commits the
+    outcome."""
     if channel is None:
-        d.state = DeliveryState.FAILED
-        d.last_error = f"channel '{d.channel}' is not enabled in the config"
-        log.error("post %d → %s: %s", d.post_id, d.channel, d.last_error)
+        row.state = DeliveryState.FAILED
+        row.last_error = f"channel '{row.channel}' is not enabled in the config"
+        log.error("%s: %s", row.label, row.last_error)
         return
-    d.attempts += 1
-    d.updated_at = utcnow()
+    row.attempts += 1
+    row.updated_at = utcnow()
     s.commit()
     try:
-        outgoing = _outgoing(s, d, settings)
-        receipt = channel.deliver(outgoing)
+        out = make()
+        receipt = channel.deliver(out)
     except Exception as e:
-        _failed(settings, d, state, e)
+        _failed(settings, row, state, e)
         return
-    d.state, d.remote_id, d.remote_url = DeliveryState.POSTED, receipt.remote_id, receipt.url
-    d.last_error = None
-    d.failing_since = state.failing_since = state.warned_at = None
-    d.image_size = _size(outgoing.image_path)
-    log.info("posted post %d to %s: %s (%s)", d.post_id, d.channel,
-             receipt.url or receipt.remote_id, d.image_size)
+    row.state, row.remote_id, row.remote_url = DeliveryState.POSTED, receipt.remote_id, receipt.url
+    row.last_error = None
+    row.failing_since = state.failing_since = state.warned_at = None
+    row.image_size = _size(out.image_path)
+    log.info("posted %s to %s: %s (%s)", row.what, row.channel, receipt.url or receipt.remote_id,
+             row.image_size)
+
+
+def send_due(s: Session, settings: Settings, channels: dict[str, Channel],
+             rows: list[Attempted], make: Callable[[Attempted], Outgoing]) -> int:
+    """One attempt for each of `rows` (due deliveries, or replies: oldest first) whose channel
+    is not paused by a rate limit, each outcome committed before the next; `make` gives a
+    row's Outgoing. Returns how many were tried."""
+    tried = 0
+    for row in rows:
+        state = store.channel_state(s, row.channel)
+        if paused(state, utcnow()):
+            continue  # rate limited: it waits, and keeps its attempts
+        _attempt(s, settings, channels.get(row.channel), row, state, lambda: make(row))
+        tried += 1
+        row.updated_at = utcnow()
+        s.commit()
+        _crash_point("after_delivery")
+    return tried
 
 
 def _deliver_due(sessions: sessionmaker[Session], settings: Settings,
                  channels: dict[str, Channel]) -> int:
-    tried = 0
     with sessions() as s:
-        for d in store.due_deliveries(s, utcnow()):
-            state = store.channel_state(s, d.channel)
-            if state.paused_until is not None and state.paused_until > utcnow():
-                continue  # rate limited: it waits, and keeps its attempts
-            _deliver_one(s, settings, channels.get(d.channel), d, state)
-            tried += 1
-            d.updated_at = utcnow()
-            s.commit()
-            _crash_point("after_delivery")
-    return tried
+        return send_due(s, settings, channels, store.due_deliveries(s, utcnow()),
+                        lambda d: outgoing(s, settings, d, d.post,
+                                           hashtags=tuple(settings.hashtags)))
 
 
 def post_once(sessions: sessionmaker[Session], settings: Settings,
@@ -446,7 +482,7 @@ def dry_run(sessions: sessionmaker[Session], settings: Settings, channels: list[
     keep_seed(settings.data_dir, draft.checkpoint.sha256, draft.seed)
     path = settings.data_dir / "dry-run" / f"{draft.checkpoint.sha256[:12]}-{draft.seed}.png"
     atomic_write(path, draft.png)
-    caption, alt_text = _texts(settings, draft, number)
+    caption, alt_text = texts(settings, draft, number)
     return Preview(path, draft.seed, Path(draft.checkpoint.path).name, caption, alt_text,
                    channels)
 

@@ -36,7 +36,7 @@ from bot.render import in_worker
 
 log = logging.getLogger(__name__)
 
-POST_JOB, DELIVER_JOB = "post", "deliver"
+POST_JOB, DELIVER_JOB, REPLIES_JOB = "post", "deliver", "replies"
 
 
 def make_trigger(schedule: Schedule) -> BaseTrigger:
@@ -88,6 +88,13 @@ def build_scheduler(settings: Settings, trigger: BaseTrigger, post_job: Callable
     sched.add_job(deliver_job, IntervalTrigger(seconds=settings.retry.poll_s), id=DELIVER_JOB,
                   name="deliver pending", replace_existing=True, next_run_time=utcnow())
     return sched
+
+
+def add_replies_job(sched: BlockingScheduler, settings: Settings,
+                    job: Callable[[], None]) -> None:
+    """Poll the mentions every bot.replies.poll_s (bot/replies.py), the first time at once."""
+    sched.add_job(job, IntervalTrigger(seconds=settings.replies.poll_s), id=REPLIES_JOB,
+                  name="replies to mentions", replace_existing=True, next_run_time=utcnow())
 
 
 def _due_text(when: datetime | None) -> str:
@@ -182,6 +189,17 @@ def run_daemon(settings: Settings) -> None:
         first, why = first_run_time(schedule, trigger, last, utcnow())
         log.info("%s", why)
         sched = build_scheduler(settings, trigger, post_job, deliver_job, first)
+        if settings.replies.enabled:
+            from bot import replies  # Mastodon.py: only when replies are on
+            mastodon = channels[settings.replies.channel]  # checked by the settings
+
+            def replies_job() -> None:
+                try:
+                    replies.poll(sessions, settings, mastodon)
+                except BotError as e:
+                    log.error("replies: %s", e)
+
+            add_replies_job(sched, settings, replies_job)
         started = utcnow().isoformat(timespec="seconds")
 
         def report_next(when: datetime | None) -> None:

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from bot.models import ChannelState, Checkpoint, Delivery, DeliveryState, Post, utcnow
+from bot.models import ChannelState, Checkpoint, Delivery, DeliveryState, Post, Reply, utcnow
 
 
 def active_checkpoint(s: Session) -> Checkpoint | None:
@@ -30,11 +30,14 @@ def activate(s: Session, ck: Checkpoint) -> None:
 
 
 def used_seeds(s: Session, checkpoint_id: int) -> set[int]:
-    return set(s.scalars(select(Post.seed).where(Post.checkpoint_id == checkpoint_id)))
+    """The seeds posted, or sent as replies, with this checkpoint."""
+    return (set(s.scalars(select(Post.seed).where(Post.checkpoint_id == checkpoint_id)))
+            | set(s.scalars(select(Reply.seed).where(Reply.checkpoint_id == checkpoint_id))))
 
 
 def phashes(s: Session) -> list[str]:
-    return list(s.scalars(select(Post.phash)))
+    """The perceptual hashes of every image posted or sent as a reply."""
+    return list(s.scalars(select(Post.phash).union_all(select(Reply.phash))))
 
 
 def post(s: Session, post_id: int) -> Post | None:
@@ -62,6 +65,33 @@ def due_deliveries(s: Session, now: datetime) -> list[Delivery]:
         .where(Delivery.state == DeliveryState.PENDING)
         .where((Delivery.next_attempt_at.is_(None)) | (Delivery.next_attempt_at <= now))
         .order_by(Delivery.id)))
+
+
+def due_replies(s: Session, now: datetime) -> list[Reply]:
+    """Pending replies whose backoff has run out, oldest first."""
+    return list(s.scalars(
+        select(Reply).options(selectinload(Reply.checkpoint))
+        .where(Reply.state == DeliveryState.PENDING)
+        .where((Reply.next_attempt_at.is_(None)) | (Reply.next_attempt_at <= now))
+        .order_by(Reply.id)))
+
+
+def replies_since(s: Session, since: datetime, account_uri: str | None = None) -> int:
+    """Replies recorded since `since` (whatever became of them), to one account if given."""
+    q = select(func.count()).select_from(Reply).where(Reply.created_at >= since)
+    if account_uri is not None:
+        q = q.where(Reply.account_uri == account_uri)
+    return s.scalar(q)
+
+
+def next_counter(s: Session, account_uri: str) -> int:
+    """The counter of the next face for this account: one past its last reply's, from 0."""
+    last = s.scalar(select(func.max(Reply.counter)).where(Reply.account_uri == account_uri))
+    return 0 if last is None else last + 1
+
+
+def reply_counts(s: Session) -> dict[str, int]:
+    return dict(s.execute(select(Reply.state, func.count()).group_by(Reply.state)).all())
 
 
 def delivery_counts(s: Session) -> dict[str, int]:

@@ -66,6 +66,12 @@ class Outgoing:
     # The channel calls these; each is committed to the database before it returns.
     on_sending: Callable[[], None] = lambda: None  # just before the request creating the post
     on_media: Callable[[str], None] = lambda media_id: None  # an upload's id, to reuse later
+    # A reply to a mention (bot/replies.py; Mastodon only): the status answered, the account
+    # to mention at the start of the text, and the reply's visibility (the channel's own
+    # setting otherwise). A reply gets no hashtags and no channel caption template.
+    in_reply_to_id: str | None = None
+    mention: str | None = None
+    visibility: str | None = None
 
     def render(self, template: str) -> str:
         """A channel's own caption template, filled like the bot-wide one."""

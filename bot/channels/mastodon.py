@@ -25,6 +25,7 @@ import logging
 import re
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal
 from urllib.parse import urlsplit
@@ -49,6 +50,25 @@ LEGACY_MEDIA_VERSION = (3, 0, 0)
 DEFAULT_MAX_CHARACTERS, DEFAULT_DESCRIPTION_LIMIT = 500, 1500
 URL_LENGTH = 23  # Mastodon counts every link as 23 characters, whatever its length
 SCOPES = "write:media write:statuses read:accounts"
+# Replies to mentions also read notifications, the mention's thread (before replying again)
+# and, with replies.only_followed, whom the account follows.
+REPLY_SCOPES = "read:notifications read:statuses read:follows"
+PAGE = 40  # the most notifications Mastodon gives per request
+MAX_PAGES = 10  # mentions per poll at most PAGE * MAX_PAGES; older ones wait for the next
+
+
+@dataclass(frozen=True)
+class Mention:
+    """A status that mentions the bot's account, as the replies need it."""
+
+    notification_id: str
+    status_id: str
+    account_id: str
+    account_uri: str  # stable across renames and servers: what a follower's seeds derive from
+    account_acct: str  # "alice" (this server) or "alice@example.org"
+    bot: bool  # the account says it is automated
+    visibility: str
+    text: str  # plain text
 
 
 class MastodonSettings(ChannelSettings):
@@ -158,7 +178,12 @@ class MastodonChannel(Channel):
 
     def deliver(self, post: Outgoing) -> Receipt:
         png = post.png()
-        caption = post.render(self.settings.caption) if self.settings.caption else post.caption
+        if post.in_reply_to_id is not None:  # a reply: to the asker, without hashtags
+            caption = f"@{post.mention} {post.caption}" if post.mention else post.caption
+        elif self.settings.caption:
+            caption = post.render(self.settings.caption)
+        else:
+            caption = post.caption
         with self._errors():
             max_characters, _ = self._instance_limits()
             caption = with_hashtags(caption, post.hashtags, lambda text: status_length(
@@ -175,20 +200,67 @@ class MastodonChannel(Channel):
             media_id = media_id or self._upload(png, post)
             post.on_sending()
             try:
-                status = self._status_post(caption, media_id, post.idempotency_key)
+                status = self._status_post(caption, media_id, post)
             except MastodonAPIError as e:
                 if not (reused and len(e.args) > 1 and e.args[1] == 422):
                     raise
                 # The kept image was removed or attached meanwhile: upload it again, once.
-                status = self._status_post(caption, self._upload(png, post),
-                                           post.idempotency_key)
+                status = self._status_post(caption, self._upload(png, post), post)
         return Receipt(remote_id=str(status.id), url=status.url)
 
-    def _status_post(self, caption: str, media_id: str, key: str) -> dict:
+    def mentions(self, since_id: str | None) -> list[Mention]:
+        """The mentions of the account newer than the notification `since_id`, oldest first
+        (GET /api/v1/notifications?types[]=mention). With no `since_id`: only the newest
+        one, to start from."""
+        with self._errors():
+            page = self.api.notifications(types=["mention"], since_id=since_id,
+                                          limit=1 if since_id is None else PAGE)
+            found = list(page)
+            pages = 1
+            while since_id is not None and len(page) == PAGE and pages < MAX_PAGES:
+                page = self.api.notifications(types=["mention"], since_id=since_id,
+                                              max_id=page[-1].id, limit=PAGE)
+                found += page
+                pages += 1
+        if pages == MAX_PAGES and len(page) == PAGE:
+            # The server pages from the newest down: what is left lies below the last page.
+            log.warning("%s: more than %d new mentions at once; the oldest are not answered",
+                        self.host, PAGE * MAX_PAGES)
+        out = []
+        for n in reversed(found):  # oldest first
+            if n.get("type") != "mention" or n.get("status") is None:
+                continue
+            st, acc = n.status, n.account
+            out.append(Mention(
+                notification_id=str(n.id), status_id=str(st.id), account_id=str(acc.id),
+                account_uri=acc.get("uri") or acc.get("url") or acc.acct,
+                account_acct=acc.acct, bot=bool(acc.get("bot")),
+                visibility=st.get("visibility") or "public", text=plain_text(st.content or "")))
+        return out
+
+    def check_replies(self) -> str:
+        """Verify that the token may read the mentions (replies to mentions)."""
+        try:
+            self.mentions(None)
+        except Permanent as e:
+            raise Permanent(f"cannot read the mentions ({e}); replies need a token with the "
+                            f"scopes {REPLY_SCOPES}") from None
+        return "may read the mentions (bot.replies)"
+
+    def following(self, account_ids: list[str]) -> set[str]:
+        """Those of `account_ids` that the bot's account follows."""
+        if not account_ids:
+            return set()
+        with self._errors():
+            return {str(r.id) for r in self.api.account_relationships(account_ids)
+                    if r.get("following")}
+
+    def _status_post(self, caption: str, media_id: str, post: Outgoing) -> dict:
         s = self.settings
         return self.api.status_post(
-            caption, media_ids=[media_id], visibility=s.visibility, sensitive=s.sensitive,
-            spoiler_text=s.spoiler_text or None, language=s.language, idempotency_key=key)
+            caption, media_ids=[media_id], visibility=post.visibility or s.visibility,
+            sensitive=s.sensitive, spoiler_text=s.spoiler_text or None, language=s.language,
+            in_reply_to_id=post.in_reply_to_id, idempotency_key=post.idempotency_key)
 
     def _upload(self, png: bytes, post: Outgoing) -> str:
         """Upload the image, keep its id on the delivery, and wait until it is processed."""
@@ -266,8 +338,16 @@ class MastodonChannel(Channel):
     def _find_earlier(self, post: Outgoing, caption: str) -> Receipt | None:
         """The status an earlier attempt of this delivery posted, if any: ours, with media,
         the same text, and not older than the post (so an identical caption from another
-        post never matches)."""
+        post never matches). For a reply: ours among the answers to the mention."""
         me = self.api.account_verify_credentials()
+        if post.in_reply_to_id is not None:
+            # The mention's thread, not our latest statuses: those may be many replies since,
+            # and the text of a mention reads differently on the server (@alice@host: @alice).
+            for status in self.api.status_context(post.in_reply_to_id).descendants:
+                if (str(status.account.id) == str(me.id)
+                        and str(status.in_reply_to_id) == str(post.in_reply_to_id)):
+                    return Receipt(remote_id=str(status.id), url=status.url)
+            return None
         since = post.created_at - CLOCK_SKEW
         want = _words(caption)
         for status in self.api.account_statuses(me.id, only_media=True, exclude_reblogs=True,

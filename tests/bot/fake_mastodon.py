@@ -146,7 +146,11 @@ class FakeMastodon:
         self.account = dict(ACCOUNT)  # what verify_credentials shows; update_credentials edits
         self.image_size_limit = 16 * 1024 * 1024
         self.media: dict[str, Media] = {}
-        self.statuses: list[dict] = []
+        self.statuses: list[dict] = []  # the bot's own, oldest first
+        self.others: dict[str, dict] = {}  # other accounts' statuses (mentions), by id
+        self.accounts: dict[str, dict] = {}  # other accounts, by acct
+        self.notifications: list[dict] = []  # oldest first
+        self.follows: set[str] = set()  # ids of the accounts the bot's account follows
         self.keys: dict[str, str] = {}  # Idempotency-Key -> status id
         self.requests: list[Seen] = []
         self.faults: list[Fault] = []
@@ -190,6 +194,30 @@ class FakeMastodon:
 
     def delay(self, method: str, path: str, seconds: float, times: int = 1) -> None:
         self.faults.append(Fault(method, path, None, "", {}, seconds, times))
+
+    def mention(self, acct: str, text: str = "draw me", visibility: str = "public",
+                bot: bool = False, uri: str | None = None) -> dict:
+        """Someone mentions the bot: their status "@faces <text>" and a mention notification.
+        `acct` is "alice" (this server) or "alice@example.org"; returns the status."""
+        with self._lock:
+            username, _, domain = acct.partition("@")
+            account = self.accounts.setdefault(acct, {
+                "id": str(next(self._ids)), "username": username, "acct": acct,
+                "display_name": username.title(), "bot": bot, "locked": False,
+                "uri": uri or f"https://{domain or '127.0.0.1'}/users/{username}",
+                "url": f"https://{domain or '127.0.0.1'}/@{username}", "note": "",
+                "avatar": "", "header": "", "followers_count": 0, "following_count": 0,
+                "statuses_count": 1})
+            status = self._status(account, f"@{ACCOUNT['username']} {text}", visibility, [])
+            self.others[status["id"]] = status
+            self.notifications.append({"id": str(next(self._ids)), "type": "mention",
+                                       "created_at": status["created_at"], "account": account,
+                                       "status": status})
+            return status
+
+    def replies_to(self, status_id: str) -> list[dict]:
+        """The bot's statuses that answer `status_id`."""
+        return [s for s in self.statuses if s["in_reply_to_id"] == status_id]
 
     def forget_idempotency_keys(self) -> None:
         """What Mastodon does an hour after a post."""
@@ -315,10 +343,71 @@ class FakeMastodon:
             return self._update_credentials(r)
         if m == "GET" and p == "/api/v1/apps/verify_credentials" and self.scopes is not None:
             return 200, {"name": "waifu-gen", "website": None, "scopes": self.scopes}
+        if m == "GET" and p == "/api/v1/notifications":
+            return self._notifications(r)
+        if m == "GET" and p == "/api/v1/accounts/relationships":
+            return 200, [{"id": i, "following": i in self.follows, "followed_by": False,
+                          "blocking": False, "muting": False, "requested": False}
+                         for i in r.query.get("id[]", [])]
+        if m == "GET" and (match := re.fullmatch(r"/api/v1/statuses/(\d+)/context", p)):
+            return self._context(match.group(1))
         if m == "GET" and p == f"/api/v1/accounts/{ACCOUNT['id']}/statuses":
             limit = int(r.query.get("limit", ["20"])[0])
             return 200, list(reversed(self.statuses))[:limit]
         return 404, {"error": "Record not found"}
+
+    def _notifications(self, r: Seen) -> tuple[int, Any]:
+        if self.scopes is not None and not {"read", "read:notifications"} & set(self.scopes):
+            return 403, {"error": "This action is outside the authorized scopes"}
+        q = {k: v[0] for k, v in r.query.items() if k != "types[]"}
+        types = r.query.get("types[]")
+        found = [n for n in reversed(self.notifications)  # newest first, as Mastodon pages
+                 if (types is None or n["type"] in types)
+                 and ("since_id" not in q or int(n["id"]) > int(q["since_id"]))
+                 and ("max_id" not in q or int(n["id"]) < int(q["max_id"]))]
+        return 200, found[:min(int(q.get("limit", 40)), 80)]
+
+    def _context(self, status_id: str) -> tuple[int, Any]:
+        everything = {**self.others, **{s["id"]: s for s in self.statuses}}
+        if status_id not in everything:
+            return 404, {"error": "Record not found"}
+        below, ids = [], {status_id}
+        for s in sorted(everything.values(), key=lambda s: int(s["id"])):
+            if s["in_reply_to_id"] in ids:
+                below.append(s)
+                ids.add(s["id"])
+        return 200, {"ancestors": [], "descendants": below}
+
+    def _status(self, account: dict, text: str, visibility: str, attached: list[Media],
+                in_reply_to: dict | None = None) -> dict:
+        """A status as Mastodon shows it: "@acct" mentions become links showing @username."""
+        status_id = str(next(self._ids))
+        for media in attached:
+            media.status_id = status_id
+        known = {ACCOUNT["acct"]: ACCOUNT, **self.accounts}
+        mentions = [known[acct] for acct in re.findall(r"(?<!\S)@([\w.]+(?:@[\w.-]+)?)", text)
+                    if acct in known]
+        content = html.escape(text)
+        for a in mentions:
+            content = content.replace(
+                f"@{a['acct']}", f'<span class="h-card"><a href="{a.get("url", "")}" class="u-url '
+                f'mention">@<span>{a["username"]}</span></a></span>', 1)
+        paragraphs = content.split("\n\n")
+        return {
+            "id": status_id, "created_at": iso(datetime.now(timezone.utc)),
+            "url": f"{self.url}/@{account['username']}/{status_id}",
+            "uri": f"{self.url}/users/{account['username']}/statuses/{status_id}",
+            "content": "".join(f"<p>{p.replace(chr(10), '<br />')}</p>" for p in paragraphs),
+            "visibility": visibility, "sensitive": False, "spoiler_text": "", "language": None,
+            "in_reply_to_id": in_reply_to and in_reply_to["id"],
+            "in_reply_to_account_id": in_reply_to and in_reply_to["account"]["id"],
+            "media_attachments": [self._media_json(m) for m in attached],
+            "account": account, "reblog": None,
+            "mentions": [{"id": a["id"], "username": a["username"], "acct": a["acct"],
+                          "url": a.get("url", "")} for a in mentions],
+            "tags": [], "emojis": [], "replies_count": 0, "reblogs_count": 0,
+            "favourites_count": 0,
+        }
 
     def _update_credentials(self, r: Seen) -> tuple[int, Any]:
         if self.scopes is not None and not {"write", "write:accounts"} & set(self.scopes):
@@ -401,6 +490,12 @@ class FakeMastodon:
                                   f"{self.max_characters} exceeded"}
         if len(media_ids) > 4:
             return 422, {"error": "Validation failed: Cannot attach more than 4 files"}
+        in_reply_to = None
+        if "in_reply_to_id" in f:
+            in_reply_to = self.others.get(f["in_reply_to_id"]) or next(
+                (s for s in self.statuses if s["id"] == f["in_reply_to_id"]), None)
+            if in_reply_to is None:
+                return 404, {"error": "Record not found"}
         attached = []
         for mid in media_ids:
             media = self.media.get(mid)
@@ -410,25 +505,12 @@ class FakeMastodon:
                 return 422, {"error": "Cannot attach files that have not finished processing. "
                                       "Try again in a moment!"}
             attached.append(media)
-        status_id = str(next(self._ids))
-        for media in attached:
-            media.status_id = status_id
-        paragraphs = html.escape(text).split("\n\n")
-        status = {
-            "id": status_id, "created_at": iso(datetime.now(timezone.utc)),
-            "url": f"{self.url}/@{ACCOUNT['username']}/{status_id}",
-            "uri": f"{self.url}/users/{ACCOUNT['username']}/statuses/{status_id}",
-            "content": "".join(f"<p>{p.replace(chr(10), '<br />')}</p>" for p in paragraphs),
-            "visibility": visibility,
-            "sensitive": f.get("sensitive", "0").lower() in ("1", "true"),
-            "spoiler_text": spoiler, "language": f.get("language"),
-            "media_attachments": [self._media_json(m) for m in attached],
-            "account": ACCOUNT, "reblog": None, "mentions": [], "tags": [], "emojis": [],
-            "replies_count": 0, "reblogs_count": 0, "favourites_count": 0,
-        }
+        status = self._status(ACCOUNT, text, visibility, attached, in_reply_to)
+        status.update(sensitive=f.get("sensitive", "0").lower() in ("1", "true"),
+                      spoiler_text=spoiler, language=f.get("language"))
         self.statuses.append(status)
         if key:
-            self.keys[key] = status_id
+            self.keys[key] = status["id"]
         return 200, status
 
     @property

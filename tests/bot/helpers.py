@@ -22,7 +22,7 @@ from bot import store
 from bot.channels import build_channels
 from bot.checkpoints import ensure_active
 from bot.db import open_database
-from bot.models import ChannelState, Delivery, utcnow
+from bot.models import ChannelState, Delivery, Reply, utcnow
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,11 +56,12 @@ def delivery(sessions, post_id: int, channel: str) -> Delivery:
 
 
 def make_due(sessions) -> None:
-    """Every delivery's backoff and every channel's rate-limit pause is over: the next tick
-    tries them again."""
+    """Every delivery's and reply's backoff and every channel's rate-limit pause is over: the
+    next tick tries them again."""
     past = utcnow() - timedelta(seconds=1)
     with sessions.begin() as s:
         s.execute(update(Delivery).values(next_attempt_at=past))
+        s.execute(update(Reply).values(next_attempt_at=past))
         s.execute(update(ChannelState).where(ChannelState.paused_until.is_not(None))
                   .values(paused_until=past))
 
