@@ -18,7 +18,7 @@ from typing import Callable
 
 from PIL import Image
 
-from gan.files import atomic_write
+from gan import atomic_write
 
 log = logging.getLogger(__name__)
 

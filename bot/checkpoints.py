@@ -16,33 +16,29 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot import BotError, store
 from bot.config import Settings
 from bot.models import Checkpoint, utcnow
-from gan.files import file_sha256
+from bot.render import RemoteCheckpoint, worker
+from gan import CheckpointError, LoadedCheckpoint, file_sha256, load_checkpoint, read_metrics
 
 if TYPE_CHECKING:
-    from bot.render import RemoteCheckpoint
-    from gan.checkpoint import LoadedCheckpoint
     from PIL import Image
 
 log = logging.getLogger(__name__)
 
 
 def _load(path: Path) -> LoadedCheckpoint | RemoteCheckpoint:
-    from bot.render import worker
     if worker() is not None:  # the daemon: torch stays in the render worker
         return worker().describe(path)
-    from gan.checkpoint import CheckpointError, load_checkpoint  # torch: only when needed
     try:
-        return load_checkpoint(path)
+        return load_checkpoint(path)  # imports torch
     except CheckpointError as e:
         raise BotError(str(e)) from None
 
 
 def render(ck: LoadedCheckpoint | RemoteCheckpoint, seed: int) -> Image.Image:
     """The 64x64 image for (checkpoint, seed): the same pixels every time, on any machine."""
-    from bot.render import RemoteCheckpoint, worker
     if isinstance(ck, RemoteCheckpoint):
         return worker().render(ck.path, seed)
-    from gan.sampling import generate
+    from gan import generate  # here: it imports torch, which the daemon leaves to the worker
     return generate(ck, [seed])[0]
 
 
@@ -65,7 +61,6 @@ def load_published(row: Checkpoint) -> LoadedCheckpoint:
     why = problem(row)
     if why is not None:
         raise CheckpointUnavailable(why)
-    from bot.render import worker
     return _published(row.path, row.sha256, worker())
 
 
@@ -85,7 +80,6 @@ def publish(sessions: sessionmaker[Session], path: Path) -> Checkpoint:
     sha = file_sha256(path)
     ck = _load(path)
     render(ck, 0)  # a checkpoint that loads but cannot draw must not go live
-    from gan.metrics import read_metrics
     # `python train.py evaluate` leaves <stem>.metrics.json beside the file it measured; an
     # exported checkpoint may carry them inside.
     metrics = read_metrics(path, sha, warn=ck.metrics is None) or ck.metrics

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from bot import BotError
-from gan.errors import UserError
+from gan import Override, UserError, find_config, parse_command_line, read_config
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -29,7 +29,12 @@ EXAMPLES = """examples:
   python -m bot publish runs/x/export.pt     make a newly trained checkpoint the active one
   python -m bot history -n 5                 the last five posts and where they went
   python -m bot check                        test each enabled channel's credentials
-  python -m bot --set schedule.interval_minutes=1 run    override any bot.* setting
+  python -m bot run bot.schedule.interval_minutes=1    any setting, after the command
+
+settings: config.yaml (--config FILE); relative paths in it are relative to its folder.
+overrides: key=value words after the command, keys from the top of config.yaml like every
+command's (bot.schedule.interval_minutes=1, bot.data_dir=/srv/bot); values are YAML; a
+relative path typed here is relative to the working directory.
 """
 
 
@@ -239,11 +244,12 @@ def cmd_regenerate(settings: Settings, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bot", description="Post GAN faces on a schedule; every post recorded.",
+        usage="%(prog)s [-h] [--config FILE] [-v] COMMAND [options] [key=value ...]",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=None,
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
                         help="YAML file with a bot: section (default: ./config.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a bot.* setting, e.g. schedule.post_at_start=false")
+                        help="deprecated: the same as bot.KEY=VALUE after the command")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -309,11 +315,16 @@ def _quiet_broken_pipe() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)  # argparse itself ignores a closed pipe (--help)
+    # key=value words after the command are overrides (argparse ignores a closed pipe: --help).
+    args, overrides = parse_command_line(build_parser(), argv)
     setup_logging(args.verbose)
+    if args.set:
+        print(f"warning: --set is deprecated: write bot.{args.set[0]} after the command "
+              "(overrides start at the top of config.yaml, as train.py's do)", file=sys.stderr)
     try:
-        from bot.config import load_settings
-        settings = load_settings(args.config, args.set)
+        from bot.config import settings_of
+        aliases = [Override.parse(f"bot.{item}", label=f"--set {item}") for item in args.set]
+        settings = settings_of(read_config(find_config(args.config), [*aliases, *overrides]))
         rc = args.func(settings, args)
         sys.stdout.flush()  # a closed pipe shows here, inside the try, not at exit
         return rc

@@ -1,9 +1,12 @@
 """The bot's settings: the `bot:` section of config.yaml, checked once before anything runs.
 
-Relative paths (and a relative SQLite file in `database_url`) resolve against the folder of the
-config file, so the bot finds the same files whatever the working directory; with no config
-file they resolve against the working directory. Secrets never live here: channels name an
-environment variable or a file and read it with `bot.secret.read_secret`.
+The file is read by gan's one loader (gan/configfile.py), which the trainer uses too: overrides
+are rooted at the top of the file (`bot.schedule.interval_minutes=1`), and every mistake is
+listed with its source and key. Relative paths (and a relative SQLite file in `database_url`)
+resolve against the folder of the config file, so the bot finds the same files whatever the
+working directory; typed on the command line, or with no config file, against the working
+directory. The bot makes them absolute. Secrets never live here: channels name an environment
+variable or a file and read it with `bot.secret.read_secret`.
 """
 
 from __future__ import annotations
@@ -11,77 +14,20 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SecretStr, SerializeAsAny,
-                      ValidationError, ValidationInfo, field_validator, model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError,
+                      ValidationInfo, field_validator, model_validator)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
-from bot import BotError
-from bot.channels.base import ChannelSettings, template_fields
-from bot.secret import read_secret
+from bot.channels import channel_class
+from bot.channels.base import ChannelSettings
+from bot.fields import Hashtag, RelPath, Template
+from gan import (TOP_LEVEL_KEYS, CommandLineValue, ConfigError, ConfigFile, describe_errors,
+                 find_config, read_config)
 
-# The fields caption and alt-text templates may use, with sample values to check templates.
-TEMPLATE_FIELDS: dict[str, Any] = template_fields(
-    post_number=1, seed=0, checkpoint="default.pt", variant="dcgan", step=0, images_seen=0,
-    quality="FHD 9.54")
-
-
-class ConfigError(BotError):
-    pass
-
-
-def _resolve(value: Path, info: ValidationInfo) -> Path:
-    base = (info.context or {}).get("base_dir")
-    return value if value.is_absolute() or base is None else base / value
-
-
-RelPath = Annotated[Path, AfterValidator(_resolve)]
-
-
-def _check_template(text: str) -> str:
-    try:
-        text.format(**TEMPLATE_FIELDS)
-    except KeyError as e:
-        raise ValueError(f"unknown field {{{e.args[0]}}} "
-                         f"(known: {', '.join(TEMPLATE_FIELDS)})") from None
-    except (ValueError, IndexError) as e:
-        raise ValueError(f"not a valid template: {e}") from None
-    return text
-
-
-Template = Annotated[str, AfterValidator(_check_template)]
-
-
-def _hashtag(tag: str) -> str:
-    tag = tag if tag.startswith("#") else f"#{tag}"  # "#..." needs quotes in YAML: both work
-    if not re.fullmatch(r"#\w*[^\W\d]\w*", tag):  # Mastodon's and X's rule
-        raise ValueError(f"'{tag}' is not a hashtag: letters, digits and _, not only digits")
-    return tag
-
-
-Hashtag = Annotated[str, AfterValidator(_hashtag)]
-
-
-class SecretRef(BaseModel):
-    """Where a secret is: an environment variable, or a file (which wins when both are set).
-    The value itself never appears in the config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    env: str | None = None
-    file: RelPath | None = None
-
-    @model_validator(mode="after")
-    def _somewhere(self) -> SecretRef:
-        if not self.env and self.file is None:
-            raise ValueError("name an environment variable (env:) or a file (file:)")
-        return self
-
-    def describe(self) -> str:
-        return f"the file {self.file}" if self.file is not None else f"${self.env}"
-
-    def read(self, what: str) -> SecretStr:
-        return read_secret(what, env=self.env, file=self.file)
+__all__ = ["ConfigError", "Settings", "load_settings", "settings_of"]
 
 
 class Schedule(BaseModel):
@@ -96,7 +42,6 @@ class Schedule(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, v: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
         try:
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError):
@@ -114,6 +59,7 @@ class Schedule(BaseModel):
         # APScheduler counts weekday 0 as Monday where cron means Sunday: names are unambiguous.
         if re.search(r"\d", fields[4]):
             raise ValueError(f"'{v}': write weekdays as names (mon-fri, sun), not numbers")
+        # Here: APScheduler is imported by the daemon, not by every command that reads settings.
         from apscheduler.triggers.cron import CronTrigger
         try:
             CronTrigger.from_crontab(v, timezone="UTC")
@@ -241,16 +187,19 @@ class Settings(BaseModel):
     channels: dict[str, SerializeAsAny[ChannelSettings]] = {"outbox": {}}
     replies: Replies = Replies()
 
-    @field_validator("database_url")
+    # Before pydantic's own str check, which would drop the mark of a URL typed on the command
+    # line (whose relative SQLite file is the working directory's).
+    @field_validator("database_url", mode="before")
     @classmethod
-    def _resolve_sqlite_file(cls, v: str, info: ValidationInfo) -> str:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
+    def _resolve_sqlite_file(cls, v: Any, info: ValidationInfo) -> Any:
+        if not isinstance(v, str):
+            return v  # pydantic says what is wrong with it
         try:
             url = make_url(v)
         except ArgumentError:
             raise ValueError(f"'{v}' is not a database URL") from None
-        base = (info.context or {}).get("base_dir")
+        context = info.context or {}
+        base = context.get("cwd" if isinstance(v, CommandLineValue) else "base_dir")
         db = url.database
         if (url.get_backend_name() == "sqlite" and db and db != ":memory:"
                 and not db.startswith("file:") and not Path(db).is_absolute() and base):
@@ -260,7 +209,6 @@ class Settings(BaseModel):
     @field_validator("channels", mode="before")
     @classmethod
     def _channel_settings(cls, v: Any, info: ValidationInfo) -> dict[str, ChannelSettings]:
-        from bot.channels import channel_class
         if not isinstance(v, dict):
             raise ValueError("must be a mapping of channel name to its settings")
         out = {}
@@ -272,7 +220,7 @@ class Settings(BaseModel):
             try:
                 out[name] = model.model_validate(raw, context=info.context)
             except ValidationError as e:
-                raise ValueError(_describe(e, f"{name}.", model)) from None
+                raise ValueError(describe_errors(e, model, f"{name}.")) from None
         return out
 
     @model_validator(mode="after")
@@ -287,7 +235,6 @@ class Settings(BaseModel):
     @property
     def db_file(self) -> Path | None:
         """The SQLite file, or None for a server database."""
-        from sqlalchemy.engine import make_url
         url = make_url(self.database_url)
         db = url.database
         if url.get_backend_name() == "sqlite" and db and db != ":memory:":
@@ -295,101 +242,28 @@ class Settings(BaseModel):
         return None
 
 
-def _complaints(e: ValidationError, prefix: str,
-                model: type[BaseModel]) -> list[tuple[tuple[str, ...], str]]:
-    """Each of pydantic's complaints as (where, text), the text naming its key."""
-    from gan.config import did_you_mean  # light: pydantic, no torch
-    out = []
-    for err in e.errors():
-        loc = tuple(str(x) for x in err["loc"])
-        where = (prefix + ".".join(loc)).rstrip(".")
-        msg = (f"unknown key{did_you_mean(model, loc, prefix)}"
-               if err["type"] == "extra_forbidden" else err["msg"])
-        out.append((loc, f"{where}: {msg.removeprefix('Value error, ')}"))
-    return out
-
-
-def _describe(e: ValidationError, prefix: str, model: type[BaseModel]) -> str:
-    """All of pydantic's complaints on one line, each with the key it is about."""
-    return "; ".join(text for _, text in _complaints(e, prefix, model))
-
-
-def _blame(e: ValidationError, path: Path, overrides: Sequence[str]) -> str:
-    """The complaints, each under its source: the `--set` whose key it is about, or the file."""
-    keys = {item: tuple(item.partition("=")[0].split(".")) for item in overrides}
-    parts: dict[str, list[str]] = {}
-    for loc, text in _complaints(e, "bot.", Settings):
-        # One key is the other's section: `--set schedule.cron=...` makes a schedule error.
-        source = next((f"--set {item}" for item, key in reversed(keys.items())
-                       if loc and key[:len(loc)] == loc[:len(key)]), str(path))
-        parts.setdefault(source, []).append(text)
-    return "; ".join(f"{source}: {'; '.join(texts)}" for source, texts in parts.items())
-
-
-def _apply_override(data: dict, item: str) -> None:
-    key, sep, raw = item.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"override '{item}' must look like key.subkey=value")
-    *parents, leaf = key.split(".")
-    node = data
-    for p in parents:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override '{item}': {p} is not a section")
-    try:
-        node[leaf] = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        raise ConfigError(f"override '{item}': the value is not valid YAML") from None
-
-
-def _check_top_level(doc: Any, path: Path) -> None:
+def _check_file(source: ConfigFile) -> None:
     """A file that would leave the bot on its defaults without a word is a mistake: an empty
-    file, one without a `bot:` section, a misspelt section name. The file is shared with the
-    trainer, so its sections are known here too."""
-    if doc is None:
-        raise ConfigError(f"{path}: the file is empty; the bot's settings go under 'bot:'")
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: expected a mapping with a 'bot:' section")
-    from gan.config import Config  # the trainer's top-level keys (light: pydantic, no torch)
-    known = {"bot", "metrics", *Config.model_fields}
-    unknown = [str(k) for k in doc if k not in known]
-    if unknown:
-        raise ConfigError(f"{path}: unknown top-level key{'s' if len(unknown) > 1 else ''} "
-                          f"{', '.join(repr(k) for k in unknown)} (known: "
-                          f"{', '.join(sorted(known))})")
-    if "bot" not in doc:
-        raise ConfigError(f"{path}: no 'bot:' section, so nothing here is for the bot; put "
-                          "its settings under 'bot:' (an empty 'bot:' means all defaults)")
+    file, a misspelt section name, one without a `bot:` section. The file is shared with the
+    trainer, whose sections are known too; an override must be for the bot."""
+    if source.path is not None and source.document is None:
+        raise ConfigError(f"{source.path}: the file is empty; the bot's settings go under 'bot:'")
+    source.check_keys(TOP_LEVEL_KEYS, reads=("bot",), who="the bot")
+    if source.path is not None and "bot" not in source.document:
+        raise ConfigError(f"{source.path}: no 'bot:' section, so nothing here is for the bot; "
+                          "put its settings under 'bot:' (an empty 'bot:' means all defaults)")
+
+
+def settings_of(source: ConfigFile) -> Settings:
+    """The bot's settings: the `bot:` section of a config file with its overrides, every
+    path absolute."""
+    _check_file(source)
+    return source.validate(Settings, "bot", absolute=True)
 
 
 def load_settings(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Settings:
-    """Settings from the `bot:` section of a YAML file (./config.yaml when not given).
-
-    A missing default file means all defaults; a missing named file is an error. `overrides`
-    are `key.subkey=value` strings (values in YAML) applied on top of the file.
-    """
-    explicit = path is not None
-    path = Path(path if explicit else "config.yaml")
-    data: dict = {}
-    base = Path.cwd()
-    if path.is_file():
-        base = path.resolve().parent
-        try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            problem = getattr(e, "problem", None) or "cannot parse"
-            raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
-        _check_top_level(doc, path)
-        data = doc.get("bot") or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the 'bot:' section must be a mapping")
-    elif explicit:
-        raise ConfigError(f"{path}: no such config file")
-    for item in overrides:
-        _apply_override(data, item)
-    try:
-        return Settings.model_validate(data, context={"base_dir": base})
-    except ValidationError as e:
-        raise ConfigError(_blame(e, path, overrides)) from None
+    """Settings from the `bot:` section of a YAML file (./config.yaml when not given and there:
+    all defaults otherwise; a missing named file is an error) and `key=value` overrides,
+    rooted at the top of the file like every command's (`bot.schedule.interval_minutes=1`)."""
+    path = find_config(Path(path) if path is not None else None)
+    return settings_of(read_config(path, overrides))

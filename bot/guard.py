@@ -16,15 +16,12 @@ import zipfile
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bot import BotError, locks
 from bot.config import Memorisation
-
-if TYPE_CHECKING:
-    from gan.memorisation import NearestIndex
+from gan import DataError, NearestIndex, build_index, load_index
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +77,6 @@ def _built_from(index: NearestIndex, faces: Path) -> bool:
 def _index_of_faces(faces: Path, out: Path) -> NearestIndex:
     """The bot's own index of `faces` at `out`: read, or built (once) when it is missing,
     unreadable or of another folder. Cached by the file's mtime, so cheap on every draw."""
-    from gan.data import DataError
-    from gan.memorisation import build_index, load_index
     try:
         index = load_index(out) if out.is_file() else None
     except DataError:
@@ -120,10 +115,8 @@ def load_guard(memorisation: Memorisation | None,
     `data_dir` (built here the first time, and again when the folder changes)."""
     src = guard_source(memorisation, data_dir)
     if src.kind is Source.INDEX:
-        from gan.data import DataError
-        from gan.memorisation import load_index  # cached while the file is unchanged
         try:
-            return load_index(src.index)
+            return load_index(src.index)  # cached while the file is unchanged
         except DataError as e:
             raise BotError(f"bot.memorisation.index: {e}") from None
     if src.kind is Source.FACES:

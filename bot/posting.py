@@ -50,7 +50,7 @@ from bot.guard import load_guard
 from bot.models import (Attempted, ChannelState, Checkpoint, Delivery, DeliveryState, Post,
                         Reply, utcnow)
 from bot.secret import redact
-from gan.files import atomic_write
+from gan import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -124,8 +124,8 @@ def worker() -> Worker | None:
 # --- the worker process ------------------------------------------------------------------
 
 def _answer(request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
-    from gan.checkpoint import CheckpointError
-    from gan.sampling import cached_checkpoint, generate_array
+    # Here: only the worker process imports torch (through gan.sampling), never the daemon.
+    from gan import CheckpointError, cached_checkpoint, generate_array
     try:
         if request["op"] == "describe":
             ck = cached_checkpoint(request["path"])

@@ -4,23 +4,34 @@ A training checkpoint holds G, G_ema, D and both optimizers; an exported one hol
 (for publishing). Both carry the resolved config as plain types, the step, images seen, a
 format version and the code version. A checkpoint is untrusted input: a pickle could run code,
 so nothing but tensors and plain types is ever unpickled.
+
+A checkpoint's metrics (`python train.py evaluate`) live beside it, in <stem>.metrics.json.
+
+torch is imported by the functions that read or write tensors, not here: the bot's daemon uses
+this module (a LoadedCheckpoint's fields, the metrics file) without ever loading torch.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import pickle
 import zipfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-import gan
 from gan.config import Config, ConfigError, resolve
 from gan.errors import UserError
-from gan.files import atomic_write
+from gan.files import atomic_write, file_sha256
+from gan.version import __version__
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+log = logging.getLogger(__name__)
 
 FORMAT = "waifu-gen"
 FORMAT_VERSION = 1
@@ -48,9 +59,16 @@ class LoadedCheckpoint:
     def config(self) -> dict[str, Any]:
         return self.cfg.to_plain()
 
+    @cached_property
+    def G_ema(self) -> nn.Module:
+        """The EMA generator, built once per loaded checkpoint (the bot draws up to
+        dedup.max_draws images from one): eval mode, float32, CPU. Shared: draw with it,
+        never train it."""
+        return self.generator(ema=True)
+
     def generator(self, ema: bool = True) -> nn.Module:
-        """The generator in eval mode, float32, on the CPU (EMA weights by default)."""
-        from gan.models import build_generator
+        """A new generator in eval mode, float32, on the CPU (EMA weights by default)."""
+        from gan.models import build_generator  # torch: see the module's docstring
 
         G = build_generator(self.cfg)  # float32: loading casts fp16 exports up
         self.load_weights(G, "G_ema" if ema or "G" not in self.state else "G")
@@ -78,12 +96,13 @@ def _mismatch(e: RuntimeError, width: int = 100, most: int = 2) -> str:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """Write next to the target and rename: a crash never leaves a half-written checkpoint."""
+    import torch  # here, not at the top: see the module's docstring
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def checkpoint_dict(kind: str, cfg: Config, step: int, images_seen: int,
                     **states: Any) -> dict[str, Any]:
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "code_version": gan.__version__,
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "code_version": __version__,
             "kind": kind, "config": cfg.to_plain(), "step": int(step),
             "images_seen": int(images_seen), **states}
 
@@ -106,6 +125,7 @@ def _not_a_torch_file(path: Path) -> str | None:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Load and check a checkpoint file; any problem is a CheckpointError naming the file."""
+    import torch  # here, not at the top: see the module's docstring
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path}: a folder, not a checkpoint file")
@@ -152,3 +172,42 @@ def export_checkpoint(ck: LoadedCheckpoint, out: str | Path, fp16: bool = True) 
         obj["metrics"] = ck.metrics
     atomic_save(obj, Path(out))
     return Path(out)
+
+
+# --- the metrics file beside a checkpoint -------------------------------------------------
+
+# Metrics belong to one checkpoint file: default.pt's are default.metrics.json beside it, so
+# evaluating another checkpoint of the same folder never replaces them.
+METRICS_SUFFIX = ".metrics.json"
+
+
+def metrics_path(checkpoint: str | Path) -> Path:
+    """<stem>.metrics.json beside the checkpoint: checkpoints/default.metrics.json."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + METRICS_SUFFIX)
+
+
+def write_metrics(checkpoint: str | Path, metrics: dict[str, Any]) -> Path:
+    """The checkpoint's own metrics file beside it (it also names the file it measured)."""
+    return atomic_write(metrics_path(checkpoint), (json.dumps(metrics, indent=2) + "\n").encode())
+
+
+def read_metrics(checkpoint: str | Path, sha256: str | None = None,
+                 warn: bool = True) -> dict[str, Any] | None:
+    """The checkpoint's metrics file, if it measured this very file (same sha256); else None
+    (with a warning, unless `warn` is false, when it measured another file)."""
+    checkpoint = Path(checkpoint)
+    path = metrics_path(checkpoint)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    measured = data.get("checkpoint") or {}
+    if measured.get("sha256") == (sha256 or file_sha256(checkpoint)):
+        return data
+    if warn:
+        log.warning("%s measured another file (%s), not %s: not used", path,
+                    measured.get("file", "unknown"), checkpoint.name)
+    return None

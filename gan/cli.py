@@ -6,7 +6,7 @@
     python train.py sample checkpoints/default.pt --seeds 0-63 --out grid.png
     python train.py interpolate checkpoints/default.pt 1 2 --out walk.gif
     python train.py export runs/00003-forcecore/ckpt-004000.pt --out checkpoints/mine.pt
-    python train.py evaluate checkpoints/default.pt --data ../shared/data/animefaces
+    python train.py evaluate checkpoints/default.pt --data ../shared/data/animefaces metrics.samples=1000
     python train.py index ../shared/data/animefaces --out data/faces-index.npz
 """
 
@@ -17,13 +17,21 @@ import logging
 import sys
 from pathlib import Path
 
+from gan.configfile import find_config, merge, parse_command_line, read_config
 from gan.errors import UserError
 
+# Each command imports what it needs when it runs (torch among it): `--help` answers at once.
 COMMANDS = ("train", "resume", "clean", "sample", "interpolate", "export", "evaluate", "index")
 
 
 class UsageError(UserError, ValueError):
     """A bad command line (not caught by argparse itself)."""
+
+
+CONFIG_HELP = ("settings file (default: ./config.yaml when it is there, else the defaults); "
+               "relative paths in it are relative to its folder")
+OVERRIDES_HELP = ("settings from the top of config.yaml, e.g. variant=dcgan train.batch_size=32 "
+                  "(a relative path typed here is relative to the working directory)")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -50,10 +58,8 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a new run (the default command)")
     t.set_defaults(func=_cmd_train)
-    t.add_argument("--config", type=Path, default=Path("config.yaml"),
-                   help="settings file (default: config.yaml)")
-    t.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="e.g. variant=dcgan train.batch_size=32")
+    t.add_argument("--config", type=Path, help=CONFIG_HELP)
+    t.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
 
     r = sub.add_parser("resume", help="continue a run from its newest checkpoint")
     r.set_defaults(func=_cmd_resume)
@@ -110,8 +116,9 @@ def _parser() -> argparse.ArgumentParser:
                    "pt_inception-2015-12-05-6726825d.pth")
     v.add_argument("--index", type=Path, help="memorisation index (`index` command) for the "
                    "nearest-face distances (default: computed from --data)")
-    v.add_argument("--config", type=Path, default=Path("config.yaml"),
-                   help="settings file whose metrics: section applies (default: config.yaml)")
+    v.add_argument("--config", type=Path, help=CONFIG_HELP)
+    v.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="metrics.* settings, e.g. metrics.samples=1000 metrics.device=cpu")
     v.add_argument("--cache-dir", default=".cache/datasets",
                    help="decoded-faces cache, 'none' for no cache (default: .cache/datasets)")
     v.add_argument("--no-write", action="store_true", help="print only; no metrics file")
@@ -129,11 +136,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_train(a) -> int:
-    from gan.config import load_config
+    from gan.config import trainer_config
     from gan.training import train
 
-    cfg = load_config(a.config if a.config.exists() or a.config != Path("config.yaml") else None,
-                      a.overrides)
+    cfg = trainer_config(read_config(find_config(a.config), a.overrides))
     run_dir, last = train(cfg)
     print(f"run folder: {run_dir}\nlast checkpoint: {last}")
     return 0
@@ -141,7 +147,7 @@ def _cmd_train(a) -> int:
 
 def _cmd_resume(a) -> int:
     from gan.checkpoint import load_checkpoint
-    from gan.config import _merge, parse_overrides, resolve
+    from gan.config import resolve
     from gan.training import latest_checkpoint, train
 
     path = a.run
@@ -150,10 +156,10 @@ def _cmd_resume(a) -> int:
         if path is None:
             raise UsageError(f"{a.run}: no ckpt-*.pt checkpoint to resume from")
     ck = load_checkpoint(path)
-    over = parse_overrides(a.overrides)
-    if set(over) - {"train"}:
+    over = read_config(None, a.overrides)
+    if set(over.tree) - {"train"}:
         raise UsageError("resume may only change train.* settings (the model must stay the same)")
-    cfg = resolve(_merge(ck.config, over))
+    cfg = resolve(merge(ck.config, over.tree), over)
     run_dir, last = train(cfg, resume=path)
     print(f"run folder: {run_dir}\nlast checkpoint: {last}")
     return 0
@@ -210,8 +216,7 @@ def _cmd_interpolate(a) -> int:
 
 
 def _cmd_export(a) -> int:
-    from gan.checkpoint import export_checkpoint, load_checkpoint
-    from gan.metrics import read_metrics
+    from gan.checkpoint import export_checkpoint, load_checkpoint, read_metrics
 
     ck = load_checkpoint(a.checkpoint)
     measured = read_metrics(a.checkpoint)  # the metrics of this very file travel along
@@ -229,12 +234,12 @@ def _cache(text: str) -> Path | None:
 
 def _cmd_evaluate(a) -> int:
     from gan.checkpoint import load_checkpoint
-    from gan.config import load_metrics_config
+    from gan.config import metrics_config
     from gan.metrics import evaluate, write_metrics
 
-    config = a.config if a.config.exists() or a.config != Path("config.yaml") else None
-    cfg = load_metrics_config(config, {"samples": a.samples, "features": a.features,
-                                       "inception_weights": a.inception_weights})
+    source = read_config(find_config(a.config), a.overrides)
+    cfg = metrics_config(source, {"samples": a.samples, "features": a.features,
+                                  "inception_weights": a.inception_weights})
     data = a.data
     if data is None:
         data = load_checkpoint(a.checkpoint).cfg.data.path
@@ -269,7 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["train", *argv]  # `python train.py key=value ...` trains
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, overrides = parse_command_line(parser, argv)
+    if overrides and not hasattr(args, "overrides"):
+        parser.error(f"{args.command} takes no key=value settings: {' '.join(overrides)}")
+    args.overrides = overrides
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from gan.training import TrainingDiverged
 

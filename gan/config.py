@@ -1,22 +1,30 @@
 """The training configuration: one typed object, resolved once at the edge.
 
 Resolution order, last wins: the defaults below, the chosen variant's preset (for the keys the
-user left null), `config.yaml`, then `key=value` overrides. The resolved object is what a run
-writes to `config.json` and what a checkpoint carries. `load_config`, the user's entry point,
-also builds the models on the meta device (no memory, no arithmetic), so a combination they
-reject is a ConfigError before anything runs.
+user left null), `config.yaml`, then `key=value` overrides (gan/configfile.py reads both: one
+reader and one override grammar for every command). The trainer's settings are every top-level
+key of the file but `metrics:` (`MetricsConfig`, for `evaluate`) and `bot:` (the bot's own).
+The resolved object is what a run writes to `config.json` and what a checkpoint carries.
+`load_config`, the user's entry point, also builds the models on the meta device (no memory,
+no arithmetic), so a combination they reject is a ConfigError before anything runs.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, Sequence, get_args
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
-from gan.errors import ConfigError  # noqa: F401  (re-exported: callers import it from here)
+from gan.configfile import (ConfigFile, Override, RelPath, describe_errors, merge,
+                            parse_overrides, read_config)
+from gan.errors import ConfigError
+
+_merge = merge  # the name bench/compare_variants.py imports
+__all__ = ["Config", "MetricsConfig", "ConfigError", "load_config", "load_metrics_config",
+           "metrics_config", "parse_overrides", "resolve", "trainer_config", "TOP_LEVEL_KEYS"]
 
 
 class _Section(BaseModel):
@@ -24,9 +32,10 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    path: Path | None = None  # folder of face images; required to train
+    path: RelPath | None = None  # folder of face images; required to train
     flip: bool = True  # random horizontal flips
-    cache_dir: Path | None = Path(".cache/datasets")  # decoded uint8 arrays; null = no cache
+    # decoded uint8 arrays; null = no cache
+    cache_dir: RelPath | None = Field(Path(".cache/datasets"), validate_default=True)
 
 
 class ModelConfig(_Section):
@@ -88,7 +97,7 @@ class TrainConfig(_Section):
     bf16: bool = False  # autocast the forward passes to bfloat16
     channels_last: bool = True  # 1.4x faster on CPUs (bench/train_speed.py)
     threads: int | None = Field(None, ge=1)  # CPU threads; null = torch's default
-    runs_dir: Path = Path("runs")
+    runs_dir: RelPath = Field(Path("runs"), validate_default=True)
     progress: bool = True  # a progress bar on stderr
 
 
@@ -100,7 +109,7 @@ class MetricsConfig(_Section):
     features: Literal["lite2", "hog", "inception"] = "lite2"
     resolution: int = Field(64, ge=32, le=512)  # lite2: input size (64: the faces as they are)
     # pytorch-fid's weights file pt_inception-2015-12-05-6726825d.pth, for features: inception
-    inception_weights: Path | None = None
+    inception_weights: RelPath | None = None
     samples: int = Field(5000, ge=2)  # generated images (seeds 0..N-1) against all training faces
     kid_subsets: int = Field(100, ge=1)
     kid_subset_size: int = Field(1000, ge=2)
@@ -113,12 +122,20 @@ class Config(_Section):
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.+-]+$")  # null: the variant's
     variant: str = "forcecore"
     seed: int = 0
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    loss: LossConfig = Field(default_factory=LossConfig)
-    augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    # Sections left out are validated from {} like written ones, so that their default paths
+    # resolve against the config file's folder too.
+    data: DataConfig = Field(default_factory=dict, validate_default=True)
+    model: ModelConfig = Field(default_factory=dict, validate_default=True)
+    loss: LossConfig = Field(default_factory=dict, validate_default=True)
+    augment: AugmentConfig = Field(default_factory=dict, validate_default=True)
+    optim: OptimConfig = Field(default_factory=dict, validate_default=True)
+    train: TrainConfig = Field(default_factory=dict, validate_default=True)
+
+    @field_validator("variant")
+    @classmethod
+    def _known_variant(cls, v: str) -> str:
+        preset_values(v)  # a ConfigError (a ValueError) saying which part is unknown
+        return v
 
     @model_validator(mode="after")
     def _batch_fits_groups(self) -> "Config":
@@ -177,62 +194,6 @@ FALLBACKS: dict[str, Any] = {
 }
 
 
-def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
-    *parents, leaf = key.split(".")
-    node = tree
-    for p in parents:
-        child = node.setdefault(p, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"'{key}': '{p}' is not a section")
-        node = child
-    node[leaf] = value
-
-
-def _get_dotted(tree: dict[str, Any], key: str) -> Any:
-    node: Any = tree
-    for p in key.split("."):
-        if not isinstance(node, dict) or p not in node:
-            return None
-        node = node[p]
-    return node
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """`["train.batch_size=32", "variant=dcgan"]` -> a nested dict; values are YAML scalars."""
-    tree: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.lstrip("-").partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override '{item}' is not key=value (e.g. train.batch_size=32)")
-        try:
-            value = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError:
-            value = raw
-        _set_dotted(tree, key, value)
-    return tree
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"{path}: invalid YAML{where}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-    return data
-
-
 def _is_base(part: str) -> bool:
     return "model.generator" in PRESETS[part]
 
@@ -255,75 +216,39 @@ def preset_values(variant: str) -> dict[str, Any]:
     return values
 
 
-def _model_of(annotation: Any) -> type[BaseModel] | None:
-    """The settings class a field holds (through Optional, Annotated), if any."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation):
-        if (found := _model_of(arg)) is not None:
-            return found
-    return None
+def _fill(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set the dotted `key` of `tree` to `value` where it is null or absent."""
+    *parents, leaf = key.split(".")
+    for p in parents:
+        tree = tree.setdefault(p, {})
+    if tree.get(leaf) is None:
+        tree[leaf] = value
 
 
-def did_you_mean(model: type[BaseModel], loc: Sequence[Any], prefix: str = "") -> str:
-    """' (did you mean train.batch_size?)' for the unknown key at `loc` of `model`, when a
-    known one is close enough to be the one meant; else ''."""
-    import difflib
-    *parents, leaf = [str(x) for x in loc]
-    for part in parents:
-        field = model.model_fields.get(part)
-        model = _model_of(field.annotation) if field is not None else None
-        if model is None:
-            return ""
-    close = difflib.get_close_matches(leaf, list(model.model_fields), n=1, cutoff=0.6)
-    return f" (did you mean {prefix}{'.'.join([*parents, close[0]])}?)" if close else ""
-
-
-def _format_validation(e: ValidationError, model: type[BaseModel] = Config,
-                       prefix: str = "") -> str:
-    err = e.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"])
-    if err["type"] == "extra_forbidden":
-        return f"unknown setting '{prefix}{loc}'{did_you_mean(model, err['loc'], prefix)}"
-    return f"bad value for '{prefix}{loc}': {err['msg']}" if loc else err["msg"]
-
-
-def resolve(tree: dict[str, Any]) -> Config:
-    """Validate a nested dict and fill null keys from the variant preset and the fallbacks."""
-    try:
-        cfg = Config.model_validate(tree)
-    except ValidationError as e:
-        raise ConfigError(_format_validation(e)) from None
-    plain = cfg.model_dump()
-    for key, value in {**FALLBACKS, **preset_values(cfg.variant)}.items():
-        if _get_dotted(plain, key) is None:
-            _set_dotted(plain, key, value)
+def resolve(tree: dict[str, Any], where: ConfigFile | None = None) -> Config:
+    """Validate a nested dict and fill null keys from the variant preset and the fallbacks.
+    `where`: the config file (and overrides) the tree comes from, for its relative paths and
+    to name the source of each mistake; without it, paths stay as written (a checkpoint's)."""
+    where = where or ConfigFile(None, None, (), tree)
+    plain = where.validate(Config, data=tree).to_plain()
+    for key, value in {**FALLBACKS, **preset_values(plain["variant"])}.items():
+        _fill(plain, key, value)
     try:
         return Config.model_validate(plain)
     except ValidationError as e:
-        raise ConfigError(_format_validation(e)) from None
+        raise ConfigError(describe_errors(e, Config)) from None
 
 
-def _unknown_in_file(tree: dict[str, Any], path: Path | None) -> None:
-    """An unknown key written in the file is the file's mistake: say which file."""
-    try:
-        Config.model_validate(tree)
-    except ValidationError as e:
-        extra = [err for err in e.errors() if err["type"] == "extra_forbidden"]
-        if extra:
-            loc = extra[0]["loc"]
-            raise ConfigError(f"{path}: unknown setting '{'.'.join(str(x) for x in loc)}'"
-                              f"{did_you_mean(Config, loc)}") from None
+# The top-level keys of config.yaml that are not the trainer's.
+OTHER_SECTIONS = ("metrics", "bot")
+TOP_LEVEL_KEYS = (*Config.model_fields, *OTHER_SECTIONS)
 
 
-def load_config(path: Path | None = None, overrides: list[str] | None = None) -> Config:
-    """config.yaml (its `train:`-side keys; the `bot:` and `metrics:` sections are ignored
-    here) + overrides."""
-    tree = read_yaml(path) if path is not None else {}
-    tree.pop("bot", None)
-    tree.pop("metrics", None)
-    _unknown_in_file(tree, path)
-    cfg = resolve(_merge(tree, parse_overrides(overrides or [])))
+def trainer_config(source: ConfigFile) -> Config:
+    """The trainer's settings of a config file and its overrides, checked to build."""
+    source.check_keys(TOP_LEVEL_KEYS, reads=Config.model_fields, who="the trainer")
+    tree = {k: v for k, v in source.tree.items() if k not in OTHER_SECTIONS}
+    cfg = resolve(tree, source)
     # Only here, at the user's edge: the first meta-device build costs ~1.5 s of lazy torch
     # imports, which loading a checkpoint (whose config was checked when it trained) need not pay.
     from gan.models import check_buildable
@@ -331,23 +256,24 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
     return cfg
 
 
+def load_config(path: Path | None = None, overrides: list[str] | None = None) -> Config:
+    """The trainer's settings of a config file (None: the defaults) and `key=value`
+    overrides (`train.batch_size=8`, rooted at the top of the file)."""
+    return trainer_config(read_config(path, overrides or []))
+
+
+def metrics_config(source: ConfigFile, flags: dict[str, Any] | None = None) -> MetricsConfig:
+    """The `metrics:` section of a config file and its overrides, then `flags` (field ->
+    value from command-line options such as evaluate's --samples; None values are skipped, so
+    unset flags change nothing; paths among them are the working directory's)."""
+    source.check_keys(TOP_LEVEL_KEYS, reads=("metrics",), who="evaluate")
+    given = [Override.flag(("metrics", k), v, f"--{k.replace('_', '-')}")
+             for k, v in (flags or {}).items() if v is not None]
+    return source.with_overrides(given).validate(MetricsConfig, "metrics")
+
+
 def load_metrics_config(path: Path | None = None,
                         overrides: dict[str, Any] | None = None) -> MetricsConfig:
     """The `metrics:` section of a config file (all defaults without one), then `overrides`
-    (field -> value; None values are skipped, so unset command-line flags change nothing).
-    A relative `inception_weights` resolves against the config file's folder."""
-    tree = read_yaml(path) if path is not None else {}
-    section = tree.get("metrics") or {}
-    if not isinstance(section, dict):
-        raise ConfigError(f"{path}: the 'metrics:' section must be a mapping")
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    section = {**section, **given}
-    try:
-        cfg = MetricsConfig.model_validate(section)
-    except ValidationError as e:
-        raise ConfigError(_format_validation(e, MetricsConfig, "metrics.")) from None
-    w = cfg.inception_weights
-    if w is not None and path is not None and "inception_weights" not in given:
-        w = Path(w).expanduser()
-        cfg.inception_weights = w if w.is_absolute() else Path(path).parent / w
-    return cfg
+    (field -> value, as `metrics_config`'s flags)."""
+    return metrics_config(read_config(path), overrides)

@@ -167,8 +167,7 @@ class FaceDataset:
     images: torch.Tensor
     # (file relative to the folder, why it was skipped), in name order.
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    # Each image's file, relative to the folder (None: a cache written before names were kept
-    # that cannot tell which files were skipped).
+    # Each image's file, relative to the folder (None: images made in memory, not loaded).
     names: list[str] | None = None
 
     def __len__(self) -> int:
@@ -199,8 +198,8 @@ class FaceDataset:
         cache = None
         if cache_dir is not None:
             cache = Path(cache_dir) / f"faces-{_listing_key(files)}.npz"
-            if cache.is_file():
-                return cls._from_cache(cache, files, folder)
+            if cache.is_file() and (cached := cls._from_cache(cache, folder)) is not None:
+                return cached
         # Filled in place: a list of 20k arrays and their stacked copy would need twice the memory.
         images = np.empty((len(files), 3, SIZE, SIZE), np.uint8)
         skipped: list[tuple[str, str]] = []
@@ -220,21 +219,17 @@ class FaceDataset:
         return cls(torch.from_numpy(images), skipped, names)
 
     @classmethod
-    def _from_cache(cls, cache: Path, files: list[Path], folder: str | Path) -> "FaceDataset":
+    def _from_cache(cls, cache: Path, folder: str | Path) -> "FaceDataset | None":
+        """The faces as `load` cached them; None for a file it did not write (decoded again)."""
         import torch
         with np.load(cache) as z:
+            if not {"images", "names", "skipped"} <= set(z.files):
+                return None
             images = torch.from_numpy(z["images"])
-            names = z["names"].tolist() if "names" in z.files else None
-            skipped = ([tuple(x.split("\t", 1)) for x in z["skipped"].tolist()]
-                       if "skipped" in z.files else None)
-        if names is None and len(images) == len(files):  # nothing was skipped
-            names = [_rel(p, folder) for p in files]
-        if skipped is None and names is not None:  # a cache from before reasons were kept
-            kept = set(names)
-            skipped = [(n, "skipped when the cache was made") for n in
-                       (_rel(p, folder) for p in files) if n not in kept]
-        warn_skipped(skipped or [], folder)
-        return cls(images, skipped or [], names)
+            names = z["names"].tolist()
+            skipped = [tuple(x.split("\t", 1)) for x in z["skipped"].tolist()]
+        warn_skipped(skipped, folder)
+        return cls(images, skipped, names)
 
 
 # --- cleaning -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gan.data import DataError
+from gan.data import DataError, FaceDataset, decode_faces, image_files, warn_skipped
 from gan.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -148,14 +148,11 @@ def build_index(folder: str | Path, out: str | Path, cache_dir: str | Path | Non
 
     Without a decoded-faces cache the faces are decoded and reduced to features `chunk` at a
     time: the index of 20k faces then never holds their 250 MB of pixels."""
-    from gan.data import FaceDataset, decode_faces, image_files, warn_skipped
-
     source = str(Path(folder).expanduser().resolve())
     faces = FaceDataset.load(folder, cache_dir, progress=progress) if cache_dir else None
-    if faces is not None and faces.names is not None:
+    if faces is not None:
         index = NearestIndex.from_images(faces.images, faces.names, source, progress=progress)
-    else:  # no cache, or an old one that cannot name its faces: decode, chunk by chunk
-        del faces
+    else:  # no cache: decoded and reduced chunk by chunk
         files = image_files(folder)
         skipped: list[tuple[str, str]] = []
         names, feats, block = [], [], []

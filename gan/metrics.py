@@ -12,13 +12,13 @@
   images inside the generated manifold. Mode collapse shows as a low recall.
 - Nearest-training-face distances of the samples (`gan.memorisation`): the memorisation check.
 
-Heavy imports (torch, scipy) happen inside the functions: the bot imports `read_metrics`.
+A checkpoint's metrics file (<stem>.metrics.json) is read and written by gan.checkpoint.
 docs/metrics.md describes the protocol.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
 import time
 from datetime import datetime, timezone
@@ -26,15 +26,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
 
-from gan.files import file_sha256
+# read_metrics and write_metrics: bench/compare_variants.py imports them from here.
+from gan.checkpoint import load_checkpoint, read_metrics, write_metrics  # noqa: F401
+from gan.data import FaceDataset
+from gan.errors import ConfigError
+from gan.files import atomic_write, file_sha256
+from gan.memorisation import FEATURES, NearestIndex
+from gan.models.efficientnet import load_pretrained
+from gan.models.hog import HOG
+from gan.sampling import generate_array
 
 log = logging.getLogger(__name__)
-
-# Metrics belong to one checkpoint file: default.pt's are default.metrics.json beside it, so
-# evaluating another checkpoint of the same folder never replaces them.
-METRICS_SUFFIX = ".metrics.json"
-LEGACY_METRICS_FILE = "metrics.json"  # one per folder, written before; read when it matches
 
 
 # --- the statistics -----------------------------------------------------------------------
@@ -158,9 +164,6 @@ class Extractor:
 
     def features(self, images: np.ndarray, progress: bool = False,
                  desc: str = "features") -> np.ndarray:
-        import torch
-        from tqdm import tqdm
-
         out = []
         with torch.inference_mode():
             for i in tqdm(range(0, len(images), self.batch_size), desc=desc, unit="batch",
@@ -178,7 +181,6 @@ class Extractor:
         pixels, so any change to the faces or their decoding computes them anew)."""
         if not self.cache_key or cache_dir is None:
             return self.features(images, progress, desc)
-        import hashlib
         digest = hashlib.sha1(np.ascontiguousarray(images).data).hexdigest()[:16]
         path = Path(cache_dir) / f"features-{self.cache_key}-{len(images)}-{digest}.npy"
         if path.is_file():
@@ -189,10 +191,7 @@ class Extractor:
             except (OSError, ValueError):
                 pass  # unreadable: computed again and rewritten
         f = self.features(images, progress, desc)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.npy")
-        np.save(tmp, f)
-        tmp.replace(path)
+        atomic_write(path, lambda tmp: np.save(tmp, f), suffix=".npy")
         return f
 
 
@@ -205,7 +204,6 @@ class HOGExtractor(Extractor):
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
-        from gan.models.hog import HOG
         self.hog = HOG(orientations=9, pixels_per_cell=8, cells_per_block=2,
                        block_norm="L2-Hys", soft=False)
 
@@ -222,8 +220,7 @@ class InceptionExtractor(Extractor):
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
-        import torch
-        from gan.config import ConfigError
+        # Here: torchvision (~0.5 s to import) only for these features.
         from gan.models.inception import WEIGHTS_NAME, WEIGHTS_URL, FIDInceptionV3
 
         path = cfg.inception_weights
@@ -249,7 +246,6 @@ class InceptionExtractor(Extractor):
 
 
 def _device(name: str):
-    import torch
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
@@ -266,9 +262,6 @@ class EfficientNetExtractor(Extractor):
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
-        import torch
-        from gan.config import ConfigError
-        from gan.models.efficientnet import load_pretrained
         try:
             net = load_pretrained("lite2")
         except FileNotFoundError as e:
@@ -279,8 +272,6 @@ class EfficientNetExtractor(Extractor):
         self.cache_key = f"{self.name}-{self.resolution}px-9656183e"  # the weights file's hash
 
     def run(self, x):
-        import torch
-        import torch.nn.functional as F
         x = (x.to(self.device).float() - 127) / 128  # B x 3 x 64 x 64
         if x.shape[-1] != self.resolution:
             x = F.interpolate(x, size=self.resolution, mode="bilinear", align_corners=False)
@@ -292,7 +283,6 @@ EXTRACTORS: dict[str, type[Extractor]] = {"lite2": EfficientNetExtractor, "hog":
 
 
 def build_extractor(cfg) -> Extractor:
-    from gan.config import ConfigError
     if cfg.features not in EXTRACTORS:
         raise ConfigError(f"unknown metrics.features '{cfg.features}' "
                           f"(known: {', '.join(EXTRACTORS)})")
@@ -326,12 +316,6 @@ def evaluate(checkpoint: str | Path, data: str | Path, cfg, index: str | Path | 
     `data`: the Fréchet distance, KID, precision/recall and nearest-training-face distances.
     `index`: a memorisation index file to measure those distances against (default: the
     faces of `data` themselves). Returns the metrics as plain JSON types."""
-    from gan.checkpoint import load_checkpoint
-    from gan.data import FaceDataset
-    from gan.memorisation import FEATURES, NearestIndex
-    from gan.sampling import generate_array
-    from tqdm import tqdm
-
     t0 = time.perf_counter()
     extractor = build_extractor(cfg)  # first: a missing weights file fails before any work
     ck = load_checkpoint(checkpoint)
@@ -375,46 +359,3 @@ def evaluate(checkpoint: str | Path, data: str | Path, cfg, index: str | Path | 
         "seconds": round(time.perf_counter() - t0, 2),
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def metrics_path(checkpoint: str | Path) -> Path:
-    """<stem>.metrics.json beside the checkpoint: checkpoints/default.metrics.json."""
-    checkpoint = Path(checkpoint)
-    return checkpoint.with_name(checkpoint.stem + METRICS_SUFFIX)
-
-
-def write_metrics(checkpoint: str | Path, metrics: dict[str, Any]) -> Path:
-    """The checkpoint's own metrics file beside it (it also names the file it measured)."""
-    path = metrics_path(checkpoint)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    tmp.replace(path)
-    return path
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def read_metrics(checkpoint: str | Path, sha256: str | None = None,
-                 warn: bool = True) -> dict[str, Any] | None:
-    """The checkpoint's metrics file, if it measured this very file (same sha256); else None
-    (with a warning, unless `warn` is false, when it measured another file). A folder-wide
-    metrics.json of older versions is still read when it measured this file."""
-    checkpoint = Path(checkpoint)
-    own, legacy = metrics_path(checkpoint), checkpoint.with_name(LEGACY_METRICS_FILE)
-    for path in (own, legacy):
-        data = read_json(path) if path.is_file() else None
-        if data is None:
-            continue
-        sha256 = sha256 or file_sha256(checkpoint)
-        if (data.get("checkpoint") or {}).get("sha256") == sha256:
-            return data
-        if warn and path == own:
-            log.warning("%s measured another file (%s), not %s: not used", path,
-                        (data.get("checkpoint") or {}).get("file", "unknown"), checkpoint.name)
-    return None

@@ -26,25 +26,19 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def _cached(path: str, mtime_ns: int) -> tuple[LoadedCheckpoint, torch.nn.Module]:
-    ck = load_checkpoint(path)
-    return ck, ck.generator(ema=True)
-
-
-def _resolve(ck: LoadedCheckpoint | str | Path) -> tuple[LoadedCheckpoint, torch.nn.Module]:
-    if isinstance(ck, LoadedCheckpoint):
-        # Built once per loaded checkpoint: the bot draws up to max_draws images from one.
-        G = ck.__dict__.get("_sampling_G")
-        if G is None:
-            G = ck.__dict__["_sampling_G"] = ck.generator(ema=True)
-        return ck, G
-    p = Path(ck)  # keep the user's spelling: error messages name the file as given
-    return _cached(str(p), p.stat().st_mtime_ns if p.exists() else 0)
+def _cached(path: str, mtime_ns: int) -> LoadedCheckpoint:
+    return load_checkpoint(path)
 
 
 def cached_checkpoint(path: str | Path) -> LoadedCheckpoint:
-    """The checkpoint file loaded (with its generator built) once while it is unchanged."""
-    return _resolve(path)[0]
+    """The checkpoint file, loaded once while it is unchanged (its G_ema is built once too)."""
+    p = Path(path)  # keep the user's spelling: error messages name the file as given
+    return _cached(str(p), p.stat().st_mtime_ns if p.exists() else 0)
+
+
+def _resolve(ck: LoadedCheckpoint | str | Path) -> tuple[LoadedCheckpoint, torch.nn.Module]:
+    loaded = ck if isinstance(ck, LoadedCheckpoint) else cached_checkpoint(ck)
+    return loaded, loaded.G_ema
 
 
 MICRO_BATCH = 8  # G always runs on exactly this many latents (see generate_array)

@@ -60,6 +60,15 @@ def _exec_args(state_dir: str = STATE) -> list[str]:
     return [a.replace(INSTALL, str(REPO)) for a in argv[3:]]
 
 
+def _command(args: list[str]) -> str:
+    """The bot's command among its arguments (what is neither an option, its value, nor a
+    key=value override)."""
+    words = [a for i, a in enumerate(args)
+             if not a.startswith("-") and "=" not in a and not args[i - 1].startswith("--")]
+    assert len(words) == 1, args
+    return words[0]
+
+
 def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
@@ -87,7 +96,7 @@ def test_unit_runs_as_a_hardened_dedicated_user_and_restarts_on_failure() -> Non
         assert s.get(key) == [value], key
     # torch's CPU kernels are generated at run time: W^X memory would kill the daemon.
     assert "MemoryDenyWriteExecute" not in s
-    assert _exec_args()[-1] == "run"
+    assert _command(_exec_args()) == "run"
 
 
 def test_unit_documents_every_token_the_config_reads() -> None:
@@ -106,12 +115,13 @@ def test_unit_command_line_keeps_all_data_in_the_state_directory(tmp_path: Path)
     `status`): the bot takes the overrides, and its database appears there."""
     from bot.config import load_settings
     args = _exec_args(str(tmp_path))
-    assert args[-1] == "run"
+    assert _command(args) == "run"
     config = Path(args[args.index("--config") + 1])
-    overrides = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+    overrides = [a for a in args if "=" in a and not a.startswith("-")]
     settings = load_settings(config, overrides)
     assert settings.data_dir == tmp_path and settings.db_file == tmp_path / "bot.db"
-    r = subprocess.run([sys.executable, "-m", "bot", *args[:-1], "status"], cwd=tmp_path,
+    status = [("status" if a == "run" else a) for a in args]
+    r = subprocess.run([sys.executable, "-m", "bot", *status], cwd=tmp_path,
                        capture_output=True, text=True, timeout=120,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 0, r.stderr

@@ -34,9 +34,9 @@ def assert_one_line_error(p: subprocess.CompletedProcess, pattern: str) -> None:
 
 
 @pytest.mark.parametrize("args,pattern", [
-    (["trian.batch_size=4"], "unknown setting 'trian'"),
-    (["train.batch_sise=4"], "unknown setting 'train.batch_sise'"),
-    (["train.batch_size=many"], "bad value for 'train.batch_size'"),
+    (["trian.batch_size=4"], "command line trian.batch_size=4: trian: unknown key"),
+    (["train.batch_sise=4"], "train.batch_sise: unknown key"),
+    (["train.batch_size=many"], "train.batch_size: Input should be a valid integer"),
     (["variant=gigagan"], "unknown variant part 'gigagan'"),
     (["variant=capsule+minibatch-disc"], "not available for capsule discriminators"),
     (["justaword"], "is not key=value"),

@@ -61,6 +61,17 @@ def test_cache_is_used_and_invalidated(faces_dir, tmp_path):
     assert len(c) == 23
 
 
+def test_a_cache_file_it_did_not_write_is_decoded_again(faces_dir, tmp_path):
+    cache = tmp_path / "cache"
+    a = FaceDataset.load(faces_dir, cache_dir=cache, progress=False)
+    [file] = cache.glob("*.npz")
+    np.savez(file, images=a.images.numpy()[:3])  # no names, no skip reasons: not ours
+    b = FaceDataset.load(faces_dir, cache_dir=cache, progress=False)
+    assert np.array_equal(a.images, b.images) and b.names == a.names
+    with np.load(file) as z:
+        assert {"images", "names", "skipped"} <= set(z.files)  # written again, whole
+
+
 @pytest.mark.parametrize("setup,message", [
     (lambda p: None, "image folder not found"),
     (lambda p: p.mkdir(), "no image files"),

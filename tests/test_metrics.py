@@ -212,7 +212,7 @@ def test_metrics_section_of_the_config(tmp_path):
     assert cfg.resolution == 64
     assert cfg.inception_weights == tmp_path / "w" / "pt_inception.pth"
     cfg_file.write_text("metrics:\n  sample: 5\n")
-    with pytest.raises(ConfigError, match="unknown setting 'metrics.sample'"):
+    with pytest.raises(ConfigError, match="metrics.sample: unknown key"):
         load_metrics_config(cfg_file)
 
 

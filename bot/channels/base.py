@@ -16,9 +16,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, ClassVar, TypeVar
+from typing import Callable, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
+
+from bot.fields import template_fields
 
 
 class ChannelSettings(BaseModel):
@@ -33,14 +35,6 @@ class ChannelSettings(BaseModel):
 # How far a server's clock may lag ours, when a channel matches an earlier attempt's post by its
 # time (it must not be older than the post's row).
 CLOCK_SKEW = timedelta(minutes=2)
-
-
-def template_fields(post_number: int, seed: int, checkpoint: str, variant: str, step: int,
-                    images_seen: int, quality: str) -> dict[str, Any]:
-    """What caption and alt-text templates may use (bot.config checks templates with it)."""
-    return {"post_number": post_number, "seed": seed, "checkpoint": checkpoint,
-            "variant": variant, "step": step, "images_seen": images_seen,
-            "kimg": round(images_seen / 1000), "quality": quality}
 
 
 @dataclass(frozen=True)

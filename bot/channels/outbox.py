@@ -25,8 +25,8 @@ from pydantic import Field
 
 from bot.channels.base import (Channel, ChannelSettings, Outgoing, Permanent, Receipt,
                                Retryable)
-from bot.config import RelPath
-from gan.files import atomic_write
+from bot.fields import RelPath
+from gan import atomic_write
 
 
 class OutboxSettings(ChannelSettings):

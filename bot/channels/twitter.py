@@ -29,7 +29,7 @@ from pydantic import Field
 
 from bot.channels.base import (CLOCK_SKEW, Channel, ChannelSettings, Outgoing, Permanent,
                                RateLimited, Receipt, Retryable, error_for_status, wait_for)
-from bot.config import SecretRef, Template
+from bot.fields import SecretRef, Template
 from bot.etiquette import with_hashtags
 
 log = logging.getLogger(__name__)

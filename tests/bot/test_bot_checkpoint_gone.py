@@ -43,7 +43,7 @@ def test_status_reports_a_missing_or_changed_checkpoint(write_config, mine, caps
     assert "no posts until it is fixed (the daemon tries every 60 s)" in out
 
     mine.unlink()
-    main(["--config", str(cfg), "--set", "fallback_to_default=true", "status"])
+    main(["--config", str(cfg), "status", "bot.fallback_to_default=true"])
     out = capsys.readouterr().out
     assert f"CHECKPOINT PROBLEM: checkpoint #2 is missing: {mine}" in out
     assert "the next post publishes the default" in out

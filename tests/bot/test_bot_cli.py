@@ -142,8 +142,8 @@ def test_daemon_posts_on_schedule_holds_the_lock_and_stops_on_sigterm(write_conf
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     log = tmp_path / "daemon.log"
 
-    def start(*options: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "bot", *options, "run"], cwd=tmp_path,
+    def start(*overrides: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "bot", "run", *overrides], cwd=tmp_path,
                                 env=env, stdout=subprocess.DEVNULL, stderr=log.open("a"))
 
     first = start()
@@ -164,7 +164,7 @@ def test_daemon_posts_on_schedule_holds_the_lock_and_stops_on_sigterm(write_conf
     assert "next post due at" in text
 
     # The dead daemon's lock went with it. No post at start: this one only has to start and stop.
-    third = start("--set", "schedule.post_at_start=false")
+    third = start("bot.schedule.post_at_start=false")
     try:
         _wait_for(lambda: f"daemon {third.pid} started" in log.read_text(), what="restart")
         third.send_signal(signal.SIGTERM)

@@ -36,14 +36,24 @@ def test_server_database_url_is_kept(tmp_path: Path):
     assert s.db_file is None
 
 
-def test_overrides_apply_on_top(tmp_path: Path):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("bot:\n  schedule: {interval_minutes: 5}\n")
-    s = load_settings(cfg, ["schedule.interval_minutes=null", "schedule.cron=0 9 * * mon-fri",
-                            "channels.mirror={type: outbox, folder: m}"])
+def test_overrides_apply_on_top(tmp_path: Path, monkeypatch):
+    cfg = tmp_path / "conf" / "c.yaml"
+    cfg.parent.mkdir()
+    cfg.write_text("bot:\n  schedule: {interval_minutes: 5}\n  data_dir: d\n"
+                   "  channels: {outbox: {folder: o}}\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    s = load_settings(cfg, ["bot.schedule.interval_minutes=null",
+                            "bot.schedule.cron=0 9 * * mon-fri",
+                            "bot.channels.mirror={type: outbox, folder: m}",
+                            "bot.database_url=sqlite:///here.db"])
     assert s.schedule.cron == "0 9 * * mon-fri" and s.schedule.interval_minutes is None
     assert s.channels["mirror"].type == "outbox"
-    assert s.channels["mirror"].folder == tmp_path / "m"
+    # Written in the file: the file's folder; typed on the command line: the working directory.
+    assert s.data_dir == cfg.parent / "d" and s.channels["outbox"].folder == cfg.parent / "o"
+    assert s.channels["mirror"].folder == work / "m"
+    assert s.db_file == work / "here.db"
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -65,8 +75,8 @@ def test_overrides_apply_on_top(tmp_path: Path):
     ("", "the file is empty"),
     ("# only a comment\n", "the file is empty"),
     ("variant: dcgan\ntrain: {batch_size: 8}\n", "no 'bot:' section"),
-    ("bott:\n  data_dir: d\n", "unknown top-level key 'bott'"),
-    ("bot: {}\nschedule: {cron: '0 9 * * mon'}\n", "unknown top-level key 'schedule'"),
+    ("bott:\n  data_dir: d\n", "bott: unknown key (did you mean bot?)"),
+    ("bot: {}\nschedule: {cron: '0 9 * * mon'}\n", "schedule: unknown key (known: augment,"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, expected: str):
     cfg = tmp_path / "config.yaml"
@@ -86,8 +96,13 @@ def test_missing_named_file_is_an_error(tmp_path: Path):
 
 def test_bad_override_is_an_error(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match="must look like"):
-        load_settings(None, ["schedule"])
+    with pytest.raises(ConfigError, match="override 'bot.schedule' is not key=value"):
+        load_settings(None, ["bot.schedule"])
+    with pytest.raises(ConfigError, match="command line schedule.cron=x: schedule: unknown key"):
+        load_settings(None, ["schedule.cron=x"])  # rooted at the top, like the trainer's
+    with pytest.raises(ConfigError, match="command line train.batch_size=8: the bot does not "
+                       "read the 'train:' settings"):
+        load_settings(None, ["train.batch_size=8"])
 
 
 def _keys(tree: dict, prefix: str = "") -> set[str]:
@@ -140,3 +155,59 @@ def test_an_empty_bot_section_means_the_defaults(tmp_path: Path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("bot:\n")
     assert load_settings(cfg).data_dir == tmp_path / "data" / "bot"
+
+
+def test_both_command_lines_speak_one_grammar(write_config, capsys, restore_logging):
+    """train.py and `python -m bot` read the same file with the same override grammar, and
+    say the same things about the same mistakes."""
+    from bot.cli import main as bot
+    from gan.cli import main as trainer
+    cfg = str(write_config())
+
+    def err(rc: int) -> str:
+        assert rc == 2
+        return capsys.readouterr().err.splitlines()[-1]
+
+    assert err(trainer(["train", "--config", cfg, "train.batch_sise=8"])) == (
+        "error: command line train.batch_sise=8: train.batch_sise: unknown key "
+        "(did you mean train.batch_size?)")
+    assert err(bot(["--config", cfg, "status", "bot.retry.poll_sx=8"])) == (
+        "error: command line bot.retry.poll_sx=8: bot.retry.poll_sx: unknown key "
+        "(did you mean bot.retry.poll_s?)")
+    # Each refuses the other's settings rather than ignore them.
+    assert err(trainer(["train", "--config", cfg, "bot.retry.poll_s=8"])) == (
+        "error: command line bot.retry.poll_s=8: the trainer does not read the 'bot:' settings")
+    assert err(bot(["--config", cfg, "status", "train.batch_size=8"])) == (
+        "error: command line train.batch_size=8: the bot does not read the 'train:' settings")
+    assert err(trainer(["evaluate", "x.pt", "--config", cfg, "train.batch_size=8"])) == (
+        "error: command line train.batch_size=8: evaluate does not read the 'train:' settings")
+    # The same words for a word that is not key=value, and for a misspelt section.
+    assert err(trainer(["train", "--config", cfg, "bot.retry"])).endswith(
+        "override 'bot.retry' is not key=value (e.g. train.batch_size=32 or "
+        "bot.schedule.interval_minutes=60)")
+    assert err(bot(["--config", cfg, "status", "bott.retry.poll_s=8"])) == (
+        "error: command line bott.retry.poll_s=8: bott: unknown key (did you mean bot?)")
+    assert err(trainer(["train", "--config", cfg, "bott.retry.poll_s=8"])) == (
+        "error: command line bott.retry.poll_s=8: bott: unknown key (did you mean bot?)")
+    # Text that is not YAML is kept as typed by both: here it is the caption.
+    assert bot(["--config", cfg, "post", "--dry-run", "bot.caption=[draft] {seed}"]) == 0
+    assert "caption:    [draft] " in capsys.readouterr().out
+
+
+def test_a_bug_keeps_its_traceback_and_a_mistake_is_one_line(write_config, monkeypatch, capsys,
+                                                             restore_logging):
+    from bot import BotError, cli
+    cfg = str(write_config())
+
+    def broken(settings, args):
+        raise ValueError("a bug, not a user's")
+    monkeypatch.setattr(cli, "cmd_status", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        cli.main(["--config", cfg, "status"])
+    assert "error:" not in capsys.readouterr().err
+
+    def mistaken(settings, args):
+        raise BotError("no post 99")
+    monkeypatch.setattr(cli, "cmd_status", mistaken)
+    assert cli.main(["--config", cfg, "status"]) == 2
+    assert capsys.readouterr().err == "error: no post 99\n"

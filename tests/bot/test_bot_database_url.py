@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
     ("sqlite:////proc/bot.db", "cannot open the database sqlite:////proc/bot.db"),
 ])
 def test_a_bad_database_url_is_one_line(write_config, capsys, restore_logging, url, expected):
-    rc = main(["--config", str(write_config()), "--set", f"database_url={url}", "status"])
+    rc = main(["--config", str(write_config()), "status", f"bot.database_url={url}"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("error: bot.database_url: ") and expected in err
@@ -38,8 +38,8 @@ def test_a_bad_database_url_is_one_line(write_config, capsys, restore_logging, u
 def test_postgresql_without_its_driver_says_what_to_install(write_config, capsys,
                                                             restore_logging, monkeypatch):
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as if not installed
-    rc = main(["--config", str(write_config()), "--set",
-               "database_url=postgresql+psycopg://bot@localhost/bot", "status"])
+    rc = main(["--config", str(write_config()), "status",
+               "bot.database_url=postgresql+psycopg://bot@localhost/bot"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1
     assert "bot.database_url: the database driver 'psycopg' is not installed: " \

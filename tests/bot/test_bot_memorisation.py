@@ -13,7 +13,7 @@ from PIL import Image
 
 from bot import BotError, guard, posting, store
 from bot.checkpoints import publish
-from bot.config import Memorisation, load_settings
+from bot.config import ConfigError, Memorisation, load_settings
 from bot.db import open_database
 from gan.memorisation import NearestIndex, build_index, thumbnails
 from helpers import Seeds, started
@@ -155,7 +155,7 @@ def test_guard_off_when_both_null_and_said_at_start(write_config, tmp_path, capl
     assert missing.memorisation.index == tmp_path / "faces.npz"
     with pytest.raises(BotError, match="bot.memorisation.index: memorisation index not found"):
         guard.log_guard(missing.memorisation, missing.data_dir)
-    with pytest.raises(BotError, match="min_distance"):
+    with pytest.raises(ConfigError, match="bot.memorisation.min_distance"):
         load_settings(write_config(memorisation={"min_distance": 3}))
 
 

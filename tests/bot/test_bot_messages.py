@@ -1,6 +1,7 @@
 """Bot messages that say what is true: `history -n 0`, how many `retry` posted, a misspelt key
-with the nearest known one, a `--set` mistake blamed on the --set (not on config.yaml), and the
-gallery page in the daemon's first log line."""
+with the nearest known one, an override's mistake blamed on the override (not on config.yaml),
+`--set` as a deprecated alias that says so, and the gallery page in the daemon's first log
+line."""
 
 from __future__ import annotations
 
@@ -39,23 +40,45 @@ def test_retry_says_how_many_were_posted(write_config, tmp_path, capsys, restore
     assert rc == 0 and out == "no failed deliveries to try again\n"
 
 
-def test_a_set_mistake_is_blamed_on_the_set(write_config, capsys, restore_logging):
+def test_an_override_mistake_is_blamed_on_the_override(write_config, capsys, restore_logging):
     cfg = str(write_config())
+    rc, _, err = _run(capsys, "--config", cfg, "status", "bot.schedule.interval_minuts=5")
+    assert rc == 2 and err == (
+        "error: command line bot.schedule.interval_minuts=5: bot.schedule.interval_minuts: "
+        "unknown key (did you mean bot.schedule.interval_minutes?)\n")
+    rc, _, err = _run(capsys, "--config", cfg, "status", "bot.channels.outbox.foldr=x")
+    assert err == ("error: command line bot.channels.outbox.foldr=x: bot.channels: outbox.foldr: "
+                   "unknown key (did you mean outbox.folder?)\n")
+
+
+def test_every_mistake_is_listed_with_its_file_or_override(write_config, capsys,
+                                                           restore_logging):
+    cfg = write_config(dedupe={"max_distance": 3}, retry={"poll_s": 0})
+    rc, _, err = _run(capsys, "--config", str(cfg), "status", "bot.image.scale=99",
+                      "bot.retry.base_delay_s=-1")
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert sorted(err.removeprefix("error: ").strip().split("; ")) == sorted([
+        f"{cfg}: bot.retry.poll_s: Input should be greater than 0",
+        "command line bot.retry.base_delay_s=-1: bot.retry.base_delay_s: Input should be "
+        "greater than or equal to 0",
+        "command line bot.image.scale=99: bot.image.scale: Input should be less than or equal "
+        "to 16",
+        f"{cfg}: bot.dedupe: unknown key (did you mean bot.dedup?)"])
+
+
+def test_set_is_a_deprecated_alias_of_bot_keys(write_config, capsys, restore_logging):
+    cfg = str(write_config())
+    rc, out, err = _run(capsys, "--config", cfg, "--set", "schedule.interval_minutes=5",
+                        "--set", "schedule.post_at_start=false", "status")
+    assert rc == 0 and "daemon: not running" in out
+    assert err.splitlines()[0] == (
+        "warning: --set is deprecated: write bot.schedule.interval_minutes=5 after the command "
+        "(overrides start at the top of config.yaml, as train.py's do)")
+    assert err.count("deprecated") == 1  # once, however many --set
     rc, _, err = _run(capsys, "--config", cfg, "--set", "schedule.interval_minuts=5", "status")
     assert rc == 2 and err.splitlines()[-1] == (
         "error: --set schedule.interval_minuts=5: bot.schedule.interval_minuts: unknown key "
         "(did you mean bot.schedule.interval_minutes?)")
-    rc, _, err = _run(capsys, "--config", cfg, "--set", "channels.outbox.foldr=x", "status")
-    assert err.splitlines()[-1].endswith("outbox.foldr: unknown key (did you mean "
-                                         "outbox.folder?)")
-    assert "--set channels.outbox.foldr=x: " in err
-
-
-def test_a_file_mistake_is_still_the_file(write_config, capsys, restore_logging):
-    cfg = write_config(dedupe={"max_distance": 3})
-    rc, _, err = _run(capsys, "--config", str(cfg), "--set", "retry.poll_s=5", "status")
-    assert rc == 2 and err.splitlines()[-1] == (
-        f"error: {cfg}: bot.dedupe: unknown key (did you mean bot.dedup?)")
 
 
 def test_the_gallery_is_the_first_log_line(write_config, tmp_path):

@@ -52,12 +52,3 @@ def test_the_shipped_checkpoint_has_its_own_metrics_file():
     assert metrics is not None and metrics["checkpoint"]["file"] == "default.pt"
     assert (REPO / "checkpoints" / "default.metrics.json").is_file()
     assert not (REPO / "checkpoints" / "metrics.json").exists()
-
-
-def test_an_older_folder_wide_metrics_json_is_still_read_when_it_matches(tmp_path):
-    ck = make_tiny_checkpoint(tmp_path / "mine.pt", seed=3)
-    legacy = {"fhd": 3.5, "checkpoint": {"file": "mine.pt", "sha256": file_sha256(ck)}}
-    (tmp_path / "metrics.json").write_text(json.dumps(legacy))
-    assert read_metrics(ck) == legacy
-    make_tiny_checkpoint(ck, seed=4)  # changed since: the old file measured something else
-    assert read_metrics(ck) is None

@@ -189,7 +189,7 @@ def test_post_beyond_the_cap_is_one_line_and_pending_deliveries_still_go(
     sessions = helpers.started(settings)
     with sessions() as s:
         assert [p.id for p in store.recent_posts(s, 10)] == [1]
-    assert main(["--config", str(cfg), "--set", "max_posts_per_day=null", "post"]) == 0
+    assert main(["--config", str(cfg), "post", "bot.max_posts_per_day=null"]) == 0
 
 
 def test_the_shipped_config_caps_posts_per_day():

@@ -78,7 +78,7 @@ def test_a_mention_that_asks_gets_one_reply_with_its_own_face(start, server):
     assert len(server.statuses) == 1
 
 
-def test_each_account_has_its_own_faces_the_same_in_any_database(start, server):
+def test_each_account_has_its_own_faces_the_same_in_any_database(start, server, tmp_path):
     settings, sessions, channel = start()
     for who in ("alice", "bob", "alice"):
         server.mention(who)
@@ -90,8 +90,9 @@ def test_each_account_has_its_own_faces_the_same_in_any_database(start, server):
     assert len({r.seed for r in all_replies(sessions)}) == 3
 
     # Another bot, its own database and images: alice's first face is the same picture.
-    o_settings, o_sessions, o_channel = start("database_url=sqlite:///other/bot.db",
-                                              "data_dir=other")
+    other = tmp_path / "other"  # overrides are rooted at the top; typed paths are the cwd's
+    o_settings, o_sessions, o_channel = start(f"bot.database_url=sqlite:///{other}/bot.db",
+                                              f"bot.data_dir={other}")
     server.mention("alice")
     assert replies.poll(o_sessions, o_settings, o_channel) == 1
     [again] = all_replies(o_sessions)
