@@ -5,7 +5,8 @@ then a headless Chromium screenshot of its first page (issue 14, part 6).
 
 Posts go through the bot's own pipeline (`post_once` with fixed seeds, the outbox channel
 only, the memorisation guard off: no training faces are needed), from checkpoints/default.pt
-and, to show the checkpoint filter, checkpoints/modern-150k.pt when it is there.
+and, to show the checkpoint filter, checkpoints/modern-150k.pt when it is there; the newest is
+an animated post (its video shows its first frame in the picture).
 Needs `chromium` (Debian: apt-get install chromium).
 """
 
@@ -52,12 +53,14 @@ def make_gallery(folder: Path) -> Path:
     channels = build_channels(settings.channels, settings.data_dir)
     other = REPO / "checkpoints" / "modern-150k.pt"
     plan = [(None, [7, 42, 3])] + ([(other, [11, 5])] if other.is_file() else []) + [
-        (settings.default_checkpoint, [64, 2024])]
+        (settings.default_checkpoint, [64])]
     for checkpoint, seeds in plan:
         if checkpoint is not None:
             publish(sessions, checkpoint)
         for seed in seeds:
             posting.post_once(sessions, settings, channels, rng=Seeds([seed]))
+    # The newest: an animated post, a walk from seed 2024 through two more faces and back.
+    posting.post_once(sessions, settings, channels, rng=Seeds([2024, 9, 77]), animated=True)
     return channels["outbox"].folder / "index.html"
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot import BotError, store
 from bot.config import Settings
 from bot.models import Checkpoint, utcnow
-from bot.render import RemoteCheckpoint, worker
+from bot.render import RemoteCheckpoint, walk_frames, worker
 from gan import CheckpointError, LoadedCheckpoint, file_sha256, load_checkpoint, read_metrics
 
 if TYPE_CHECKING:
@@ -40,6 +40,14 @@ def render(ck: LoadedCheckpoint | RemoteCheckpoint, seed: int) -> Image.Image:
         return worker().render(ck.path, seed)
     from gan import generate  # here: it imports torch, which the daemon leaves to the worker
     return generate(ck, [seed])[0]
+
+
+def render_walk(ck: LoadedCheckpoint | RemoteCheckpoint, seeds: list[int], per_leg: int):
+    """The frames of a looping walk between `seeds` (bot.render.walk_frames): the same pixels
+    every time, drawn by the render worker in the daemon."""
+    if isinstance(ck, RemoteCheckpoint):
+        return worker().walk(ck.path, seeds, per_leg)
+    return walk_frames(ck, seeds, per_leg)
 
 
 class CheckpointUnavailable(BotError):

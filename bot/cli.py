@@ -83,6 +83,9 @@ def cmd_post(settings: Settings, args: argparse.Namespace) -> int:
     from bot import posting, store
     from bot.checkpoints import usable_checkpoint
     from bot.models import DeliveryState
+    if args.animated and (args.dry_run or args.seed is not None):
+        raise BotError("post --animated draws its own faces and posts at once: no --dry-run "
+                       "or --seed with it")
     sessions, channels = _ready(settings)
     usable_checkpoint(sessions, settings)  # falls back to the default, or says what is wrong
     if args.dry_run:
@@ -93,7 +96,8 @@ def cmd_post(settings: Settings, args: argparse.Namespace) -> int:
               f"checkpoint: {p.checkpoint}\ncaption:    {p.caption}\n"
               f"alt text:   {p.alt_text}\nwould go to: {', '.join(p.channels) or 'nowhere'}")
         return 0
-    post_id = posting.post_once(sessions, settings, channels, seed=args.seed)
+    post_id = posting.post_once(sessions, settings, channels, seed=args.seed,
+                                animated=args.animated)
     with sessions() as s:
         deliveries = store.post(s, post_id).deliveries
         for d in deliveries:
@@ -144,7 +148,8 @@ def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
     if args.n < 1:
         raise BotError(f"history -n {args.n}: show at least one post (-n 1 or more)")
     with _sessions(settings)() as s:
-        rows = [(p.id, _when(p.created_at), Path(p.checkpoint.path).name, p.seed,
+        rows = [(p.id, _when(p.created_at), Path(p.checkpoint.path).name,
+                 "→".join(map(str, p.seeds)) if p.seeds else p.seed,
                  " ".join(f"{d.channel}:{d.state}" for d in p.deliveries) or "-")
                 for p in store.recent_posts(s, args.n)]
     print(_table(("post", "time", "checkpoint", "seed", "deliveries"), rows)
@@ -268,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(by hand or by the daemon) uses the same seed")
     p.add_argument("--seed", type=_seed, default=None,
                    help="post exactly this seed (refused if it was posted before)")
+    p.add_argument("--animated", action="store_true",
+                   help="an animated post: a looping walk between fresh faces (bot.animation)")
     add("publish", cmd_publish, "validate a checkpoint and make it the active one",
         "python -m bot publish checkpoints/default.pt").add_argument("path", type=Path)
     add("checkpoints", cmd_checkpoints, "list published checkpoints with their metrics",

@@ -153,6 +153,31 @@ class Replies(BaseModel):
         "training images. {quality}")
 
 
+class Animation(BaseModel):
+    """Animated posts: a looping walk through the latent space between a few fresh faces, as
+    a GIF and an MP4 (bot/animation.py), on their own schedule."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # When to post one, e.g. "0 12 * * sun" (weekdays as names; bot.schedule.timezone); null:
+    # never on a schedule (`python -m bot post --animated` still makes one).
+    cron: str | None = None
+    seeds: int = Field(3, ge=2, le=8)  # faces the walk visits before it returns to the first
+    frames_per_seed: int = Field(16, ge=2, le=60)  # frames from one face to the next
+    fps: float = Field(12.0, ge=2, le=50)
+    caption: Template = (
+        "A walk through the latent space of a {variant} GAN ({checkpoint}, {kimg}k training "
+        "images), from seed {seed} and back. {quality}")
+    alt_text: Template = (
+        "An AI-generated animation: anime-style faces drawn by a GAN morph into one another "
+        "and back, 64 by 64 pixels (seed {seed} first).")
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, v: str | None) -> str | None:
+        return Schedule._valid_cron(v)
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -186,6 +211,7 @@ class Settings(BaseModel):
     # SerializeAsAny: dump each channel's own fields, not just the base class's.
     channels: dict[str, SerializeAsAny[ChannelSettings]] = {"outbox": {}}
     replies: Replies = Replies()
+    animation: Animation = Animation()
 
     # Before pydantic's own str check, which would drop the mark of a URL typed on the command
     # line (whose relative SQLite file is the working directory's).

@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import (JSON, CheckConstraint, DateTime, ForeignKey, Index, MetaData, String,
-                        Text, UniqueConstraint, text)
+from sqlalchemy import (JSON, CheckConstraint, DateTime, Float, ForeignKey, Index, MetaData,
+                        String, Text, UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -90,6 +90,13 @@ class Post(Base):
     phash: Mapped[str] = mapped_column(String(16))  # 64-bit perceptual hash, hex
     caption: Mapped[str] = mapped_column(Text)
     alt_text: Mapped[str] = mapped_column(Text)
+    # "image"; or "animation": a looping walk through `seeds` (`seed` is the first), `frames`
+    # frames in all at `fps`, stored as a 64x64 GIF at image_path (its hash: image_sha256; its
+    # first frame's perceptual hash: phash).
+    kind: Mapped[str] = mapped_column(String(16), default="image", server_default="image")
+    seeds: Mapped[list[int] | None] = mapped_column(JSON(none_as_null=True))
+    frames: Mapped[int | None]
+    fps: Mapped[float | None] = mapped_column(Float)
 
     checkpoint: Mapped[Checkpoint] = relationship(back_populates="posts")
     deliveries: Mapped[list[Delivery]] = relationship(back_populates="post",

@@ -43,7 +43,8 @@ from bot.phash import phash as perceptual_hash
 from bot.channels.base import (Channel, DeliveryError, Outgoing, Permanent, RateLimited,
                                template_fields)
 from bot.ahead import Ahead
-from bot.checkpoints import CheckpointUnavailable, load_published, problem, render
+from bot.animation import gif_bytes, gif_frames, write_mp4
+from bot.checkpoints import CheckpointUnavailable, load_published, problem, render, render_walk
 from bot.config import Dedup, Memorisation, Settings
 from bot.etiquette import check_daily_cap
 from bot.guard import load_guard
@@ -164,15 +165,15 @@ def quality_text(ck: Checkpoint, quality_metric: str) -> str:
     return f"{quality_metric.upper()} {shown}"
 
 
-def texts(settings: Settings, draft: Draft, number: int,
-          caption: str | None = None) -> tuple[str, str]:
-    """(caption, alt text) of a draft numbered `number`: `caption` (a template; default
-    bot.caption) and bot.alt_text, filled in."""
+def texts(settings: Settings, draft: Draft, number: int, caption: str | None = None,
+          alt_text: str | None = None) -> tuple[str, str]:
+    """(caption, alt text) of a draft numbered `number`: the templates `caption` and
+    `alt_text` (default: bot.caption, bot.alt_text), filled in."""
     ck = draft.checkpoint
     fields = template_fields(number, draft.seed, Path(ck.path).name, ck.variant, ck.step,
                              ck.images_seen, quality_text(ck, settings.quality_metric))
     return ((caption or settings.caption).format(**fields).strip(),
-            settings.alt_text.format(**fields).strip())
+            (alt_text or settings.alt_text).format(**fields).strip())
 
 
 NEXT_SEED = "next-seed.json"  # in data_dir: the seed the last dry run showed
@@ -219,23 +220,52 @@ def _draw_for_post(s: Session, settings: Settings, rng: random.Random,
 def _record(sessions: sessionmaker[Session], settings: Settings, channels: list[str],
             rng: random.Random, seed: int | None = None) -> int:
     with sessions() as s:
-        draft = _draw_for_post(s, settings, rng, seed)
-        rel = Path("images") / f"{draft.checkpoint.sha256[:12]}-{draft.seed}.png"
-        atomic_write(settings.data_dir / rel, draft.png)
-        now = utcnow()
-        post = Post(created_at=now, checkpoint=draft.checkpoint, seed=draft.seed,
-                    image_path=str(rel), image_sha256=hashlib.sha256(draft.png).hexdigest(),
-                    phash=draft.phash, caption="", alt_text="")
-        s.add(post)
-        s.flush()  # assigns the id: the post number in the caption
-        post.caption, post.alt_text = texts(settings, draft, post.id)
-        for name in channels:
-            s.add(Delivery(post=post, channel=name, idempotency_key=uuid.uuid4().hex,
-                           updated_at=now))
-        s.commit()
-        log.info("post %d: seed %d from %s, to %s", post.id, post.seed,
-                 Path(draft.checkpoint.path).name, ", ".join(channels))
-        return post.id
+        return _commit_post(s, settings, channels, _draw_for_post(s, settings, rng, seed))
+
+
+def _commit_post(s: Session, settings: Settings, channels: list[str], draft: Draft,
+                 data: bytes | None = None, name: str | None = None,
+                 templates: tuple[str, str] | None = None, **fields: Any) -> int:
+    """Save the post's file (the draft's PNG, or `data` named `name`: an animation's GIF) and
+    commit its row with one pending delivery per channel; returns the post's id."""
+    data = draft.png if data is None else data
+    rel = Path("images") / (name or f"{draft.checkpoint.sha256[:12]}-{draft.seed}.png")
+    atomic_write(settings.data_dir / rel, data)
+    now = utcnow()
+    post = Post(created_at=now, checkpoint=draft.checkpoint, seed=draft.seed,
+                image_path=str(rel), image_sha256=hashlib.sha256(data).hexdigest(),
+                phash=draft.phash, caption="", alt_text="", **fields)
+    s.add(post)
+    s.flush()  # assigns the id: the post number in the caption
+    post.caption, post.alt_text = texts(settings, draft, post.id, *(templates or ()))
+    for channel in channels:
+        s.add(Delivery(post=post, channel=channel, idempotency_key=uuid.uuid4().hex,
+                       updated_at=now))
+    s.commit()
+    log.info("post %d: %s %s from %s, to %s", post.id,
+             "seeds" if post.seeds else "seed",
+             " → ".join(map(str, post.seeds)) if post.seeds else post.seed,
+             Path(draft.checkpoint.path).name, ", ".join(channels))
+    return post.id
+
+
+def _record_animation(sessions: sessionmaker[Session], settings: Settings,
+                      channels: list[str], rng: random.Random) -> int:
+    """A walk through bot.animation.seeds fresh faces, each drawn and checked like a still's
+    (a seed never posted, unlike earlier posts, not a training face), and back to the first."""
+    a = settings.animation
+    with sessions() as s:
+        drafts: list[Draft] = []
+        while len(drafts) < a.seeds:
+            draft = draw(s, settings.dedup, rng, settings.memorisation, settings.data_dir)
+            if all(draft.seed != d.seed for d in drafts):
+                drafts.append(draft)
+        seeds = [d.seed for d in drafts]
+        frames = render_walk(load_published(drafts[0].checkpoint), seeds, a.frames_per_seed)
+        return _commit_post(
+            s, settings, channels, drafts[0], gif_bytes(frames, a.fps),
+            f"{drafts[0].checkpoint.sha256[:12]}-walk-{seeds[0]}.gif", (a.caption, a.alt_text),
+            kind="animation", seeds=seeds, frames=len(frames), fps=a.fps)
 
 
 RESAMPLE = {"nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
@@ -244,16 +274,34 @@ RESAMPLE = {"nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LAN
 def delivered_image(settings: Settings, post: Post | Reply) -> Path:
     """What channels get: the stored image enlarged bot.image.scale times (64x64 is a smudge
     on Mastodon and X), made once per post and setting under data_dir/delivered/. The stored
-    original itself when the scale is 1 or the original is gone (the channel then says so)."""
+    original itself when the scale is 1 or the original is gone (the channel then says so).
+    An animation's GIF is enlarged frame by frame, always nearest-neighbour."""
     scale, resample = settings.image.scale, settings.image.resample
     original = settings.data_dir / post.image_path
     if scale == 1 or not original.is_file():
         return original
+    if getattr(post, "kind", "image") == "animation":
+        out = settings.data_dir / "delivered" / f"{original.stem}-x{scale}.gif"
+        if not out.is_file():
+            atomic_write(out, gif_bytes(gif_frames(original), post.fps, scale))
+        return out
     out = settings.data_dir / "delivered" / f"{original.stem}-x{scale}-{resample}.png"
     if not out.is_file():
         with Image.open(original) as im:
             big = im.resize((im.width * scale, im.height * scale), RESAMPLE[resample])
         atomic_write(out, png_bytes(big))
+    return out
+
+
+def delivered_video(settings: Settings, post: Post | Reply) -> Path | None:
+    """An animation's MP4 for the channels (made once, from the stored GIF's frames, enlarged
+    bot.image.scale times); None for a still, or when the stored GIF is gone."""
+    original = settings.data_dir / post.image_path
+    if getattr(post, "kind", "image") != "animation" or not original.is_file():
+        return None
+    out = settings.data_dir / "delivered" / f"{original.stem}-x{settings.image.scale}.mp4"
+    if not out.is_file():
+        write_mp4(gif_frames(original), post.fps, settings.image.scale, out)
     return out
 
 
@@ -289,7 +337,10 @@ def outgoing(s: Session, settings: Settings, row: Attempted, made: Post | Reply,
                     created_at=made.created_at,
                     quality=quality_text(ck, settings.quality_metric), attempt=row.attempts,
                     maybe_sent=row.maybe_sent_at is not None, media_id=row.media_id,
-                    on_sending=sending, on_media=uploaded, **extra)
+                    on_sending=sending, on_media=uploaded,
+                    video_path=delivered_video(settings, made),
+                    seeds=tuple(getattr(made, "seeds", None) or ()),
+                    frames=getattr(made, "frames", None), **extra)
 
 
 JITTER = 0.1
@@ -421,17 +472,19 @@ def _deliver_due(sessions: sessionmaker[Session], settings: Settings,
 
 def post_once(sessions: sessionmaker[Session], settings: Settings,
               channels: dict[str, Channel], rng: random.Random | None = None,
-              seed: int | None = None) -> int:
+              seed: int | None = None, animated: bool = False) -> int:
     """Finish what an earlier run left pending, then make one new post and deliver it: of
-    `seed` when given, else of the seed the last dry run showed, else of a fresh one."""
+    `seed` when given, else of the seed the last dry run showed, else of a fresh one. With
+    `animated`: a looping walk between fresh faces instead (bot.animation)."""
     if not channels:
         raise BotError("no channel is enabled: enable one under bot.channels")
+    rng = rng or random.SystemRandom()
     with locks.hold(locks.lock_path(settings, "post")):
         _deliver_due(sessions, settings, channels)
         with sessions() as s:  # what was pending is delivered all the same
             check_daily_cap(s, settings.max_posts_per_day, utcnow())
-        post_id = _record(sessions, settings, list(channels), rng or random.SystemRandom(),
-                          seed)
+        post_id = (_record_animation(sessions, settings, list(channels), rng) if animated else
+                   _record(sessions, settings, list(channels), rng, seed))
         _crash_point("after_post_row")
         _deliver_due(sessions, settings, channels)
     return post_id
@@ -498,8 +551,13 @@ def regenerate(sessions: sessionmaker[Session], settings: Settings, post_id: int
         if post is None:
             raise BotError(f"no post {post_id}")
         ck = load_published(post.checkpoint)
-        png = png_bytes(render(ck, post.seed))
-    out = out or settings.data_dir / "regenerated" / f"post-{post_id:06d}.png"
+        if post.kind == "animation":  # the walk again, as the same GIF
+            png = gif_bytes(render_walk(ck, post.seeds, post.frames // len(post.seeds)),
+                            post.fps)
+        else:
+            png = png_bytes(render(ck, post.seed))
+    suffix = Path(post.image_path).suffix or ".png"
+    out = out or settings.data_dir / "regenerated" / f"post-{post_id:06d}{suffix}"
     atomic_write(out, png)
     same = hashlib.sha256(png).hexdigest() == post.image_sha256
     original = settings.data_dir / post.image_path

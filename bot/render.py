@@ -92,6 +92,13 @@ class Worker:
         reply, data = self._ask({"op": "render", "path": str(path), "seed": int(seed)})
         return Image.fromarray(np.frombuffer(data, np.uint8).reshape(reply["shape"]))
 
+    def walk(self, path: Path, seeds: list[int], per_leg: int):
+        """walk_frames, drawn by the worker."""
+        import numpy as np
+        reply, data = self._ask({"op": "walk", "path": str(path),
+                                 "seeds": [int(k) for k in seeds], "per_leg": int(per_leg)})
+        return np.frombuffer(data, np.uint8).reshape(reply["shape"])
+
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.stdin.close()  # the worker reads EOF and exits
@@ -121,6 +128,18 @@ def worker() -> Worker | None:
     return _worker
 
 
+def walk_frames(ck: Any, seeds: list[int], per_leg: int):
+    """The frames (N x 64 x 64 x 3, uint8) of a looping walk through the latent space: from
+    each seed's face to the next one's and from the last back to the first, `per_leg` frames a
+    leg (a leg's end is the next one's first frame, drawn once). `ck`: a loaded checkpoint or
+    its path. The same pixels every time (`regenerate`)."""
+    import numpy as np
+    from gan import interpolate  # torch: in the worker, or a one-shot command
+    legs = zip(seeds, seeds[1:] + seeds[:1])
+    return np.stack([np.asarray(im) for a, b in legs
+                     for im in interpolate(ck, a, b, per_leg + 1)[:-1]])
+
+
 # --- the worker process ------------------------------------------------------------------
 
 def _answer(request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
@@ -131,6 +150,9 @@ def _answer(request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
             ck = cached_checkpoint(request["path"])
             return {"variant": ck.variant, "step": ck.step, "images_seen": ck.images_seen,
                     "metrics": ck.metrics}, b""
+        if request["op"] == "walk":
+            frames = walk_frames(request["path"], request["seeds"], request["per_leg"])
+            return {"shape": list(frames.shape), "bytes": frames.nbytes}, frames.tobytes()
         image = generate_array(request["path"], [request["seed"]])[0]
         return {"shape": list(image.shape), "bytes": image.nbytes}, image.tobytes()
     except CheckpointError as e:

@@ -37,7 +37,7 @@ from bot.models import Reply, utcnow
 from bot.posting import (SEED_SPACE, Draft, SeedRefused, draw, outgoing, pause, paused,
                          send_due, texts)
 from bot.secret import redact
-from gan.files import atomic_write
+from gan import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from bot.render import in_worker
 
 log = logging.getLogger(__name__)
 
-POST_JOB, DELIVER_JOB, REPLIES_JOB = "post", "deliver", "replies"
+POST_JOB, DELIVER_JOB, REPLIES_JOB, ANIMATION_JOB = "post", "deliver", "replies", "animation"
 
 
 def make_trigger(schedule: Schedule) -> BaseTrigger:
@@ -95,6 +95,14 @@ def add_replies_job(sched: BlockingScheduler, settings: Settings,
     """Poll the mentions every bot.replies.poll_s (bot/replies.py), the first time at once."""
     sched.add_job(job, IntervalTrigger(seconds=settings.replies.poll_s), id=REPLIES_JOB,
                   name="replies to mentions", replace_existing=True, next_run_time=utcnow())
+
+
+def add_animation_job(sched: BlockingScheduler, settings: Settings,
+                      job: Callable[[], None]) -> None:
+    """An animated post at each bot.animation.cron slot (in bot.schedule.timezone)."""
+    trigger = CronTrigger.from_crontab(settings.animation.cron,
+                                       timezone=ZoneInfo(settings.schedule.timezone))
+    sched.add_job(job, trigger, id=ANIMATION_JOB, name="animated post", replace_existing=True)
 
 
 def _due_text(when: datetime | None) -> str:
@@ -200,6 +208,16 @@ def run_daemon(settings: Settings) -> None:
                     log.error("replies: %s", e)
 
             add_replies_job(sched, settings, replies_job)
+        if settings.animation.cron is not None:
+
+            def animation_job() -> None:
+                try:
+                    usable_checkpoint(sessions, settings)
+                    post_once(sessions, settings, channels, animated=True)
+                except BotError as e:
+                    log.error("no animated post this time: %s", e)
+
+            add_animation_job(sched, settings, animation_job)
         started = utcnow().isoformat(timespec="seconds")
 
         def report_next(when: datetime | None) -> None:

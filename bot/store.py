@@ -30,9 +30,13 @@ def activate(s: Session, ck: Checkpoint) -> None:
 
 
 def used_seeds(s: Session, checkpoint_id: int) -> set[int]:
-    """The seeds posted, or sent as replies, with this checkpoint."""
+    """The seeds posted (an animation's every face too), or sent as replies, with this
+    checkpoint."""
+    walks = s.scalars(select(Post.seeds).where(Post.checkpoint_id == checkpoint_id,
+                                               Post.seeds.is_not(None)))
     return (set(s.scalars(select(Post.seed).where(Post.checkpoint_id == checkpoint_id)))
-            | set(s.scalars(select(Reply.seed).where(Reply.checkpoint_id == checkpoint_id))))
+            | set(s.scalars(select(Reply.seed).where(Reply.checkpoint_id == checkpoint_id)))
+            | {seed for seeds in walks for seed in seeds})
 
 
 def phashes(s: Session) -> list[str]:

@@ -21,7 +21,7 @@ _API = {
     "gan.config": ("TOP_LEVEL_KEYS",),
     "gan.checkpoint": ("CheckpointError", "LoadedCheckpoint", "load_checkpoint",
                        "read_metrics"),
-    "gan.sampling": ("cached_checkpoint", "generate", "generate_array"),
+    "gan.sampling": ("cached_checkpoint", "generate", "generate_array", "interpolate"),
     "gan.data": ("DataError",),
     "gan.memorisation": ("NearestIndex", "build_index", "load_index"),
 }
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from gan.errors import ConfigError, UserError
     from gan.files import atomic_write, file_sha256
     from gan.memorisation import NearestIndex, build_index, load_index
-    from gan.sampling import cached_checkpoint, generate, generate_array
+    from gan.sampling import cached_checkpoint, generate, generate_array, interpolate
 
 
 def __getattr__(name: str) -> Any:

@@ -66,6 +66,11 @@ class Outgoing:
     in_reply_to_id: str | None = None
     mention: str | None = None
     visibility: str | None = None
+    # An animated post: image_path is its GIF, video_path the same walk as an MP4; the seeds
+    # it walks through and its number of frames.
+    video_path: Path | None = None
+    seeds: tuple[int, ...] = ()
+    frames: int | None = None
 
     def render(self, template: str) -> str:
         """A channel's own caption template, filled like the bot-wide one."""

@@ -53,6 +53,7 @@ SCOPES = "write:media write:statuses read:accounts"
 # Replies to mentions also read notifications, the mention's thread (before replying again)
 # and, with replies.only_followed, whom the account follows.
 REPLY_SCOPES = "read:notifications read:statuses read:follows"
+MIME_TYPES = {".png": "image/png", ".gif": "image/gif", ".mp4": "video/mp4"}
 PAGE = 40  # the most notifications Mastodon gives per request
 MAX_PAGES = 10  # mentions per poll at most PAGE * MAX_PAGES; older ones wait for the next
 
@@ -177,7 +178,8 @@ class MastodonChannel(Channel):
         return [Advice(f"{who} is now flagged as a bot (an automated account)", fixed=True)]
 
     def deliver(self, post: Outgoing) -> Receipt:
-        png = post.png()
+        # An animated post goes as its MP4 (Mastodon shows a silent video as a looping gifv).
+        png = post.video_path.read_bytes() if post.video_path is not None else post.png()
         if post.in_reply_to_id is not None:  # a reply: to the asker, without hashtags
             caption = f"@{post.mention} {post.caption}" if post.mention else post.caption
         elif self.settings.caption:
@@ -264,8 +266,9 @@ class MastodonChannel(Channel):
 
     def _upload(self, png: bytes, post: Outgoing) -> str:
         """Upload the image, keep its id on the delivery, and wait until it is processed."""
-        args = dict(mime_type="image/png", description=post.alt_text,
-                    file_name=f"face-{post.post_id}.png")
+        ext = ".mp4" if post.video_path is not None else post.image_path.suffix or ".png"
+        args = dict(mime_type=MIME_TYPES[ext], description=post.alt_text,
+                    file_name=f"face-{post.post_id}{ext}")
         media = None
         if not self._media_v1:
             try:

@@ -164,9 +164,14 @@ class OutboxChannel(Channel):
             "images_seen": post.images_seen, "image": name,
             "image_sha256": hashlib.sha256(image).hexdigest(),
         }
+        if post.seeds:  # an animated post
+            sidecar.update(kind="animation", seeds=list(post.seeds), frames=post.frames)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             atomic_write(self.folder / name, image)
+            if post.video_path is not None:
+                sidecar["video"] = f"{stem}.mp4"
+                atomic_write(self.folder / f"{stem}.mp4", post.video_path.read_bytes())
             atomic_write(self.folder / f"{stem}.json",
                           json.dumps(sidecar, indent=2, ensure_ascii=False).encode())
             self.write_pages()

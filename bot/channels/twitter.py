@@ -35,6 +35,7 @@ from bot.etiquette import with_hashtags
 log = logging.getLogger(__name__)
 
 UPLOAD_URL = "https://api.x.com/2/media/upload"
+X_GIF_LIMIT = 15 * 1024 * 1024  # the most X takes for an animated GIF (tweet_gif)
 METADATA_URL = "https://api.x.com/2/media/metadata"
 MAX_TWEET_LENGTH = 280  # as X weighs it: see tweet_length
 MAX_ALT_TEXT = 1000
@@ -119,6 +120,7 @@ class TwitterChannel(Channel):
     Settings = TwitterSettings
     settings: TwitterSettings
     POLL_FIRST_S = 1.0  # the first wait for media processing; it doubles up to 5 s
+    CHUNK = 4 * 1024 * 1024  # bytes per APPEND of a chunked upload (X takes up to 5 MB)
 
     def __init__(self, name: str, settings: TwitterSettings, data_dir: Path):
         super().__init__(name, settings, data_dir)
@@ -198,7 +200,8 @@ class TwitterChannel(Channel):
                 return post.media_id
             except (tweepy.BadRequest, tweepy.NotFound):
                 pass  # expired: upload it again
-        media_id = self._upload(png, post.post_id)
+        media_id = (self._upload_chunked(png, post) if post.image_path.suffix == ".gif" else
+                     self._upload(png, post.post_id))
         post.on_media(media_id)
         self._set_alt_text(media_id, post.alt_text)
         return media_id
@@ -224,6 +227,35 @@ class TwitterChannel(Channel):
                           files={"media": (f"face-{post_id}.png", png, "image/png")})["data"]
         media_id = str(data["id"])
         # Images are usually ready at once; X says so by leaving processing_info out.
+        if (data.get("processing_info") or {}).get("state", "succeeded") != "succeeded":
+            wait_for(lambda: self._processed(media_id), self.settings.processing_deadline_s,
+                     "media processing on X", self.POLL_FIRST_S)
+        return media_id
+
+    def _upload_chunked(self, gif: bytes, post: Outgoing) -> str:
+        """An animated post's GIF (X loops GIFs; it shows an MP4 as a video to click): X's
+        chunked upload, INIT, APPEND each CHUNK, FINALIZE, then STATUS until processed."""
+        if len(gif) > X_GIF_LIMIT:
+            raise Permanent(f"the animation's GIF is {len(gif) / 2**20:.1f} MB; X takes at most "
+                            f"{X_GIF_LIMIT / 2**20:.0f} MB: lower bot.animation.frames_per_seed "
+                            "or bot.image.scale")
+
+        def fields(**values: object) -> dict:
+            # Multipart fields (no file name): a form body would have to be signed too.
+            return {k: (None, str(v)) for k, v in values.items()}
+
+        data = self._post(UPLOAD_URL, files=fields(
+            command="INIT", media_type="image/gif", total_bytes=len(gif),
+            media_category="tweet_gif"))["data"]
+        media_id = str(data["id"])
+        for index, start in enumerate(range(0, len(gif), self.CHUNK)):
+            resp = self.client.session.post(UPLOAD_URL, auth=self.auth, files={
+                **fields(command="APPEND", media_id=media_id, segment_index=index),
+                "media": (f"face-{post.post_id}.gif", gif[start:start + self.CHUNK],
+                          "application/octet-stream")})
+            _raise_for_status(resp)  # X answers an APPEND with no body
+        data = self._post(UPLOAD_URL, files=fields(command="FINALIZE",
+                                                   media_id=media_id))["data"]
         if (data.get("processing_info") or {}).get("state", "succeeded") != "succeeded":
             wait_for(lambda: self._processed(media_id), self.settings.processing_deadline_s,
                      "media processing on X", self.POLL_FIRST_S)

@@ -32,6 +32,7 @@ from urllib.parse import parse_qs
 
 VISIBILITIES = {"public", "unlisted", "private", "direct"}
 IMAGE_TYPES = {"image/png", "image/jpeg", "image/webp", "image/gif"}
+VIDEO_TYPES = {"video/mp4", "video/webm", "video/quicktime"}
 ACCOUNT = {"id": "109", "username": "faces", "acct": "faces", "display_name": "Waifu faces",
            "bot": True, "locked": False, "note": "", "avatar": "", "header": "",
            "followers_count": 0, "following_count": 0, "statuses_count": 0}
@@ -108,6 +109,7 @@ class Media:
     polls_left: int  # 206 answers still to give before it is processed
     data: bytes
     status_id: str | None = None
+    kind: str = "image"  # "gifv": a video, or a GIF (Mastodon turns GIFs into videos)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -145,6 +147,8 @@ class FakeMastodon:
         self.scopes: list[str] | None = ["write:media", "write:statuses", "read:accounts"]
         self.account = dict(ACCOUNT)  # what verify_credentials shows; update_credentials edits
         self.image_size_limit = 16 * 1024 * 1024
+        self.video_size_limit = 99 * 1024 * 1024
+        self.video_processing_polls = 2
         self.media: dict[str, Media] = {}
         self.statuses: list[dict] = []  # the bot's own, oldest first
         self.others: dict[str, dict] = {}  # other accounts' statuses (mentions), by id
@@ -417,7 +421,8 @@ class FakeMastodon:
         return 200, self.account
 
     def _configuration(self) -> dict:
-        media = {"supported_mime_types": sorted(IMAGE_TYPES),
+        media = {"supported_mime_types": sorted(IMAGE_TYPES | VIDEO_TYPES),
+                 "video_size_limit": self.video_size_limit,
                  "image_size_limit": self.image_size_limit, "image_matrix_limit": 33177600}
         if self.description_limit is not None:
             media["description_limit"] = self.description_limit
@@ -436,7 +441,7 @@ class FakeMastodon:
     def _media_json(self, media: Media) -> dict:
         ready = media.polls_left == 0
         url = f"{self.url}/system/media/{media.id}.png" if ready else None
-        return {"id": media.id, "type": "image", "url": url, "preview_url": url,
+        return {"id": media.id, "type": media.kind, "url": url, "preview_url": url,
                 "remote_url": None, "description": media.description, "blurhash": None,
                 "meta": {"original": {"width": 64, "height": 64}}}
 
@@ -444,10 +449,14 @@ class FakeMastodon:
         if set(r.files) - {"file", "thumbnail"} or "file" not in r.files:
             return 422, {"error": "Validation failed: File can't be blank"}
         name, ctype, data = r.files["file"]
-        if ctype not in IMAGE_TYPES or not name:
+        if ctype not in IMAGE_TYPES | VIDEO_TYPES or not name:
             return 422, {"error": "Validation failed: File content type is invalid"}
-        if len(data) > self.image_size_limit:
-            return 422, {"error": "Validation failed: File file size must be less than 16 MB"}
+        video = ctype in VIDEO_TYPES
+        if len(data) > (self.video_size_limit if video else self.image_size_limit):
+            return 422, {"error": "Validation failed: File file size must be less than "
+                                  f"{99 if video else 16} MB"}
+        if ctype == "video/mp4" and data[4:8] != b"ftyp":
+            return 422, {"error": "Validation failed: File could not be processed"}
         if ctype == "image/png" and not data.startswith(b"\x89PNG\r\n\x1a\n"):
             return 422, {"error": "Validation failed: File could not be processed"}
         description = r.form.get("description", [None])[0]
@@ -458,7 +467,10 @@ class FakeMastodon:
         # The v1 endpoint answers once the image is processed.
         polls = (self.chaos.rng.randint(0, self.chaos.processing_polls) if self.chaos
                  else self.processing_polls)
-        media = Media(str(next(self._ids)), description, 0 if synchronous else polls, data)
+        if video and not synchronous:  # transcoded in the background: a few polls, always
+            polls = max(polls, self.video_processing_polls)
+        media = Media(str(next(self._ids)), description, 0 if synchronous else polls, data,
+                      kind="gifv" if video or ctype == "image/gif" else "image")
         self.media[media.id] = media
         return (202 if media.polls_left else 200), self._media_json(media)
 

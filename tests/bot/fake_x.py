@@ -47,6 +47,8 @@ class FakeX:
         self.calls: list[tuple[str, str]] = []
         self.faults: list[tuple[str, str, object, bool]] = []
         self.processing_polls = 0
+        self.gif_processing_polls = 2
+        self.uploads: dict[str, dict] = {}  # chunked uploads in progress
         self._ids = itertools.count(1_860_000_000_000_000_001)
         for method, url, handler in [
                 ("POST", "https://api.x.com/2/media/upload", self._upload),
@@ -82,11 +84,15 @@ class FakeX:
             if not _signed_correctly(request):
                 return 401, {}, json.dumps(UNAUTHORIZED)
             status, body = handler(request)
+            if body is None:  # 204: no content
+                return status, {}, ""
             return status, {"content-type": "application/json"}, json.dumps(body)
         return callback
 
     def _upload(self, request):
         form, files = parse_multipart(request.headers["Content-Type"], request.body)
+        if "command" in form:
+            return self._chunked(form, files)
         assert form == {"media_category": ["tweet_image"]}
         name, ctype, data = files["media"]
         assert ctype == "image/png" and data.startswith(b"\x89PNG\r\n\x1a\n"), (name, ctype)
@@ -96,6 +102,32 @@ class FakeX:
             if self.processing_polls else {}
         return 200, {"data": {"id": media_id, "media_key": f"3_{media_id}", "size": len(data),
                               "expires_after_secs": 86400, **info}}
+
+    def _chunked(self, form, files):
+        """INIT, APPEND, FINALIZE of a chunked upload (an animated GIF)."""
+        command = form["command"][0]
+        if command == "INIT":
+            assert form["media_category"] == ["tweet_gif"], form
+            assert form["media_type"] == ["image/gif"], form
+            media_id = str(next(self._ids))
+            self.uploads[media_id] = {"total": int(form["total_bytes"][0]), "chunks": {}}
+            return 200, {"data": {"id": media_id, "media_key": f"3_{media_id}",
+                                  "expires_after_secs": 86400}}
+        upload = self.uploads[form["media_id"][0]]
+        if command == "APPEND":
+            assert "media" in files
+            upload["chunks"][int(form["segment_index"][0])] = files["media"][2]
+            return 204, None
+        assert command == "FINALIZE", form
+        chunks = upload["chunks"]
+        data = b"".join(chunks[i] for i in sorted(chunks))
+        assert sorted(chunks) == list(range(len(chunks))) and len(data) == upload["total"]
+        assert data.startswith(b"GIF89a"), data[:6]
+        media_id = form["media_id"][0]
+        # X transcodes a GIF in the background: STATUS until it has succeeded.
+        self.media[media_id] = {"data": data, "alt": None, "polls": self.gif_processing_polls}
+        return 200, {"data": {"id": media_id, "size": len(data), "expires_after_secs": 86400,
+                              "processing_info": {"state": "pending", "check_after_secs": 1}}}
 
     def _status(self, request):
         query = parse_qs(urlsplit(request.url).query)

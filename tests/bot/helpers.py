@@ -55,6 +55,23 @@ def delivery(sessions, post_id: int, channel: str) -> Delivery:
         return next(d for d in store.post(s, post_id).deliveries if d.channel == channel)
 
 
+def scheduled_jobs(sched) -> list:
+    """The jobs of a (Blocking) scheduler once started (paused), as it really keeps them:
+    before start, replaced jobs still wait in a list."""
+    import threading
+    from apscheduler.events import EVENT_SCHEDULER_STARTED
+    started = threading.Event()
+    sched.add_listener(lambda e: started.set(), EVENT_SCHEDULER_STARTED)
+    thread = threading.Thread(target=sched.start, kwargs={"paused": True})
+    thread.start()
+    try:
+        assert started.wait(10)
+        return sched.get_jobs()
+    finally:
+        sched.shutdown(wait=True)
+        thread.join(10)
+
+
 def make_due(sessions) -> None:
     """Every delivery's and reply's backoff and every channel's rate-limit pause is over: the
     next tick tries them again."""
