@@ -109,12 +109,13 @@ def test_a_bad_entry_is_one_line_before_any_training(faces_dir, tmp_path):
     p = compare(tmp_path, "--data", str(faces_dir), "--variants", "forcecore,capsule+bogus",
                 "--train")
     assert p.returncode == 2 and "Traceback" not in p.stderr
-    assert "capsule+bogus: unknown variant part 'bogus'" in p.stderr
+    assert ("capsule+bogus: command line variant=capsule+bogus: variant: unknown variant part "
+            "'bogus'") in p.stderr
     assert not (tmp_path / "runs").exists()
     probe = subprocess.run([sys.executable, str(REPO / "bench" / "d_probe.py"), "--data",
                             str(faces_dir), "--variants", "capsule;loss.kind=nope"],
                            cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
-    assert probe.returncode == 2 and "bad value for 'loss.kind'" in probe.stderr
+    assert probe.returncode == 2 and "loss.kind=nope: loss.kind: Input should be" in probe.stderr
 
 
 def test_d_probe_noise_generator_is_per_pixel_colour_noise():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from gan.checkpoint import CheckpointError, export_checkpoint, load_checkpoint
+from gan.checkpoint import CheckpointError, LoadedCheckpoint, export_checkpoint, load_checkpoint
 from gan.config import load_config
 from gan.sampling import generate, generate_array
 from gan.testing import make_tiny_checkpoint
@@ -145,3 +145,14 @@ def test_a_folder_is_not_called_missing(tmp_path):
     with pytest.raises(CheckpointError) as e:
         load_checkpoint(tmp_path / "run")
     assert str(e.value) == f"{tmp_path / 'run'}: a folder, not a checkpoint file"
+
+
+def test_a_loaded_checkpoint_builds_its_generator_once(tmp_path, monkeypatch):
+    ck = load_checkpoint(make_tiny_checkpoint(tmp_path / "a.pt"))
+    built = []
+    build = LoadedCheckpoint.generator
+    monkeypatch.setattr(LoadedCheckpoint, "generator",
+                        lambda self, ema=True: built.append(ema) or build(self, ema))
+    faces = [generate_array(ck, [seed])[0] for seed in range(5)]  # the bot's redraws
+    assert built == [True] and ck.G_ema is ck.G_ema
+    assert np.array_equal(faces[3], generate_array(tmp_path / "a.pt", [3])[0])
