@@ -45,6 +45,7 @@ def worker(config: Path, posts: int) -> int:
     from bot.channels.mastodon import MastodonChannel
     from bot.config import load_settings
     from bot.db import open_database
+    from bot.models import DeliveryState
 
     MastodonChannel.POLL_FIRST_S = 0.05  # the fake processes in polls, not seconds
     settings = load_settings(config)
@@ -58,7 +59,7 @@ def worker(config: Path, posts: int) -> int:
     while True:
         with sessions() as s:
             made = store.last_post_id(s) or 0
-            pending = store.delivery_counts(s).get("pending", 0)
+            pending = store.delivery_counts(s).get(DeliveryState.PENDING, 0)
         if made < posts:
             posting.post_once(sessions, settings, channels)
         elif pending:
@@ -86,6 +87,7 @@ def compare(settings, server) -> list[tuple[str, str, str]]:
     """(row, value, target) from the database and the server's statuses."""
     from bot import store
     from bot.db import open_database
+    from bot.models import DeliveryState
     with open_database(settings.database_url)() as s:
         posts = store.recent_posts(s, 10**6)
     number = re.compile(r"Face #(\d+) ")
@@ -96,8 +98,9 @@ def compare(settings, server) -> list[tuple[str, str, str]]:
     deliveries = [d for p in posts for d in p.deliveries]
     lost = sum(1 for p in posts if on_server[p.id] == 0)
     duplicated = sum(n - 1 for n in on_server.values() if n > 1)
-    stuck = sum(1 for d in deliveries if d.state != "posted")
-    wrong = sum(1 for d in deliveries if d.state == "posted" and d.remote_id != ids.get(d.post_id))
+    stuck = sum(1 for d in deliveries if d.state != DeliveryState.POSTED)
+    wrong = sum(1 for d in deliveries
+                if d.state == DeliveryState.POSTED and d.remote_id != ids.get(d.post_id))
     statuses = len(server.statuses)
     # Uploads the server made but whose answer never reached the bot: it cannot reuse those.
     lost_answer = ("commit_then_500", "drop", "slow")
