@@ -4,7 +4,8 @@ An animated post stores its 64x64 frames as a GIF (the post's image: its hash is
 `regenerate` checks); channels get it enlarged nearest-neighbour (bot.image.scale: 8, 512x512)
 as a GIF and as an H.264 MP4, made from the stored GIF's frames. The MP4 is written by PyAV
 (FFmpeg's libraries and libx264 inside its wheel: no ffmpeg program is needed), in yuv420p
-with no sound, which Mastodon shows as a looping "gifv" and every browser plays.
+with no sound, which Mastodon shows as a looping "gifv" and every browser plays. In the daemon
+the render worker encodes it (bot/render.py), so PyAV stays out of the daemon's memory.
 """
 
 from __future__ import annotations

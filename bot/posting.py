@@ -44,6 +44,7 @@ from bot.channels.base import (Channel, DeliveryError, Outgoing, Permanent, Rate
                                template_fields)
 from bot.ahead import Ahead
 from bot.animation import gif_bytes, gif_frames, write_mp4
+from bot.render import worker
 from bot.checkpoints import CheckpointUnavailable, load_published, problem, render, render_walk
 from bot.config import Dedup, Memorisation, Settings
 from bot.etiquette import check_daily_cap
@@ -301,7 +302,10 @@ def delivered_video(settings: Settings, post: Post | Reply) -> Path | None:
         return None
     out = settings.data_dir / "delivered" / f"{original.stem}-x{settings.image.scale}.mp4"
     if not out.is_file():
-        write_mp4(gif_frames(original), post.fps, settings.image.scale, out)
+        if (w := worker()) is not None:  # the daemon: the encoder stays in the worker
+            w.mp4(original, post.fps, settings.image.scale, out)
+        else:
+            write_mp4(gif_frames(original), post.fps, settings.image.scale, out)
     return out
 
 

@@ -99,6 +99,11 @@ class Worker:
                                  "seeds": [int(k) for k in seeds], "per_leg": int(per_leg)})
         return np.frombuffer(data, np.uint8).reshape(reply["shape"])
 
+    def mp4(self, gif: Path, fps: float, scale: int, out: Path) -> None:
+        """bot.animation.write_mp4 of a stored GIF's frames, by the worker: PyAV and the
+        encoder (~65 MB) stay out of the daemon too."""
+        self._ask({"op": "mp4", "gif": str(gif), "fps": fps, "scale": scale, "out": str(out)})
+
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.stdin.close()  # the worker reads EOF and exits
@@ -150,6 +155,11 @@ def _answer(request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
             ck = cached_checkpoint(request["path"])
             return {"variant": ck.variant, "step": ck.step, "images_seen": ck.images_seen,
                     "metrics": ck.metrics}, b""
+        if request["op"] == "mp4":
+            from bot.animation import gif_frames, write_mp4
+            write_mp4(gif_frames(Path(request["gif"])), request["fps"], request["scale"],
+                      Path(request["out"]))
+            return {}, b""
         if request["op"] == "walk":
             frames = walk_frames(request["path"], request["seeds"], request["per_leg"])
             return {"shape": list(frames.shape), "bytes": frames.nbytes}, frames.tobytes()

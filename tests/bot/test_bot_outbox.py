@@ -183,3 +183,19 @@ def test_the_gallery_in_a_real_browser(tmp_path: Path):
         pixels = np.asarray(im.convert("RGB")).reshape(-1, 3)
     for colour in colours.values():  # each face shows as a block of its colour
         assert (np.abs(pixels.astype(int) - colour).sum(axis=1) < 12).sum() > 150 * 150
+
+
+def test_past_200_posts_at_the_default_page_size(tmp_path: Path):
+    outbox = _gallery(tmp_path)  # per_page 100
+    outbox.deliver(_post(tmp_path, 1))
+    folder = outbox.folder
+    sidecar = json.loads((folder / "post-000001.json").read_text())
+    for i in range(2, 206):  # 205 posts in all, as later deliveries leave them
+        at = (T0 + timedelta(minutes=i)).isoformat()
+        (folder / f"post-{i:06d}.json").write_text(json.dumps(
+            {**sidecar, "post_id": i, "created_at": at, "image": f"post-{i:06d}.png"}))
+    outbox.write_pages()
+    pages = [_page_ids(folder, n) for n in ("index.html", "page-2.html", "page-3.html")]
+    assert [len(p) for p in pages] == [100, 100, 5]
+    assert [i for p in pages for i in p] == list(range(205, 0, -1))
+    assert not (folder / "page-4.html").exists()
