@@ -230,13 +230,19 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_retry(settings: Settings, args: argparse.Namespace) -> int:
     from bot.posting import retry_failed
     sessions, channels = _ready(settings)
-    tried, posted = retry_failed(sessions, settings, channels)
-    if not tried:
+    results = {"deliveries": retry_failed(sessions, settings, channels)}
+    if settings.replies.enabled:
+        from bot import replies  # Mastodon.py: only when replies are on
+        results["replies"] = replies.retry_failed(sessions, settings,
+                                                  channels[settings.replies.channel])
+    if not any(tried for tried, _ in results.values()):
         print("no failed deliveries to try again")
         return 0
-    print(f"{tried} failed deliveries tried again: {posted} posted, {tried - posted} not "
-          "(pending a retry or failed again); see `status` or `history`")
-    return 0 if posted == tried else 1
+    for what, (tried, posted) in results.items():
+        if tried:
+            print(f"{tried} failed {what} tried again: {posted} posted, {tried - posted} not "
+                  "(pending a retry or failed again); see `status` or `history`")
+    return 0 if all(posted == tried for tried, posted in results.values()) else 1
 
 
 def cmd_regenerate(settings: Settings, args: argparse.Namespace) -> int:

@@ -506,15 +506,21 @@ def retry_failed(sessions: sessionmaker[Session], settings: Settings,
                  channels: dict[str, Channel]) -> tuple[int, int]:
     """Failed deliveries get a fresh attempt budget and are tried now; returns how many were
     tried, and how many of them are posted now."""
+    return retry_rows(sessions, settings, Delivery,
+                      lambda: _deliver_due(sessions, settings, channels))
+
+
+def retry_rows(sessions: sessionmaker[Session], settings: Settings,
+               table: type[Delivery] | type[Reply], send: Callable[[], object]) -> tuple[int, int]:
+    """The failed rows of `table` (deliveries, or replies) get a fresh attempt budget and are
+    sent now by `send`; returns how many were tried, and how many of them are posted now."""
     with locks.hold(locks.lock_path(settings, "post")):
         with sessions.begin() as s:
-            failed = list(s.scalars(select(Delivery.id)
-                                    .where(Delivery.state == DeliveryState.FAILED)))
-            store.reset_failed(s)
-        _deliver_due(sessions, settings, channels)
+            failed = store.reset_failed(s, table)
+        send()
     with sessions() as s:
-        posted = s.scalar(select(func.count()).select_from(Delivery)
-                          .where(Delivery.id.in_(failed), Delivery.state == DeliveryState.POSTED))
+        posted = s.scalar(select(func.count()).select_from(table)
+                          .where(table.id.in_(failed), table.state == DeliveryState.POSTED))
     return len(failed), posted
 
 

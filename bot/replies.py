@@ -35,7 +35,7 @@ from bot.channels.mastodon import REPLY_SCOPES, MastodonChannel, Mention
 from bot.config import Settings
 from bot.models import Reply, utcnow
 from bot.posting import (SEED_SPACE, Draft, SeedRefused, draw, outgoing, pause, paused,
-                         send_due, texts)
+                         retry_rows, send_due, texts)
 from bot.secret import redact
 from gan import atomic_write
 
@@ -133,6 +133,13 @@ def _cannot_read(sessions: sessionmaker[Session], settings: Settings, name: str,
     how = (f"; replies need a token with the scopes {REPLY_SCOPES}"
            if isinstance(e, Permanent) else "; trying again at the next poll")
     log.error("replies: cannot read the mentions on %s: %s%s", name, redact(str(e)), how)
+
+
+def retry_failed(sessions: sessionmaker[Session], settings: Settings,
+                 channel: MastodonChannel) -> tuple[int, int]:
+    """Failed replies get a fresh attempt budget and are sent now (`python -m bot retry`);
+    returns how many were tried, and how many of them are posted now."""
+    return retry_rows(sessions, settings, Reply, lambda: _send_due(sessions, settings, channel))
 
 
 def poll(sessions: sessionmaker[Session], settings: Settings, channel: MastodonChannel) -> int:

@@ -107,13 +107,14 @@ def last_error(s: Session) -> Delivery | None:
                     .order_by(Delivery.updated_at.desc()).limit(1))
 
 
-def reset_failed(s: Session) -> int:
-    """Failed deliveries back to pending with a fresh attempt budget; returns how many.
-    What they know of earlier attempts (maybe sent, the uploaded image) stays."""
-    result = s.execute(update(Delivery).where(Delivery.state == DeliveryState.FAILED)
-                       .values(state=DeliveryState.PENDING, attempts=0, next_attempt_at=None,
-                               failing_since=None, updated_at=utcnow()))
-    return result.rowcount
+def reset_failed(s: Session, table: type[Delivery] | type[Reply] = Delivery) -> list[int]:
+    """Failed deliveries (or replies) back to pending with a fresh attempt budget; returns
+    their ids. What they know of earlier attempts (maybe sent, the uploaded image) stays."""
+    failed = list(s.scalars(select(table.id).where(table.state == DeliveryState.FAILED)))
+    s.execute(update(table).where(table.id.in_(failed))
+              .values(state=DeliveryState.PENDING, attempts=0, next_attempt_at=None,
+                      failing_since=None, updated_at=utcnow()))
+    return failed
 
 
 def channel_state(s: Session, channel: str) -> ChannelState:

@@ -280,3 +280,20 @@ def test_check_and_status_speak_of_the_replies(start, server, capsys, restore_lo
     err = capsys.readouterr().err
     assert "error: mastodon: cannot read the mentions (HTTP 403" in err
     assert f"replies need a token with the scopes {REPLY_SCOPES}" in err
+
+
+def test_retry_sends_a_failed_reply(start, server, capsys, restore_logging):
+    from bot.cli import main
+    settings, sessions, channel = start()
+    server.mention("alice")
+    server.fail("POST", "/api/v1/statuses", 422, "Validation failed: try later")
+    replies.poll(sessions, settings, channel)
+    [reply] = all_replies(sessions)
+    assert reply.state == "failed" and server.statuses == []
+
+    assert main(["--config", str(settings.data_dir.parent / "config.yaml"), "retry"]) == 0
+    assert ("1 failed replies tried again: 1 posted, 0 not (pending a retry or failed again)"
+            in capsys.readouterr().out)
+    [status] = server.statuses
+    [reply] = all_replies(sessions)
+    assert (reply.state, reply.remote_id) == ("posted", status["id"])
