@@ -5,6 +5,7 @@
     python bench/bot_memory.py --posts 1000             # growth over 1,000 posts
     python bench/bot_memory.py --posts 10 --draws 20 --runs 1   # a quick look
     python bench/bot_memory.py --faces none             # without the memorisation guard
+    python bench/bot_memory.py --candidates 1           # uncurated posts (bot.curate)
 
 Everything runs in a temporary data folder with the outbox channel and the shipped checkpoint
 (checkpoints/default.pt); the memorisation guard indexes --faces (default: the shared anime
@@ -20,7 +21,8 @@ published the checkpoint and left images drawn ahead, bot/ahead.py: one post in 
 checkpoint, the slowest row shows it), its wall and CPU time from the shell, and where the time
 goes, measured in a copy of the command that wraps the bot's own functions with timers: import
 (interpreter start and the CLI's imports), database (open and migrate), checkpoint (find, hash,
-load, build the generator), guard (the memorisation index), render (draw, PNG), delivery, other
+load, build the generator), guard (the memorisation index), render (draw the candidates and
+score them with the critic: bot.curate, --candidates; PNG), delivery, other
 (the rest: hashes, the post's records). Imports done lazily inside a step count towards that step.
 """
 
@@ -54,13 +56,15 @@ def rss_mb(pid: int | str = "self") -> tuple[float, float]:
     return vals["VmRSS"], vals["VmHWM"]
 
 
-def write_config(folder: Path, faces: Path | None) -> Path:
+def write_config(folder: Path, faces: Path | None, candidates: int) -> Path:
     import yaml
     cfg = folder / "config.yaml"
     bot = {"data_dir": "data", "database_url": "sqlite:///data/bot.db",
            "default_checkpoint": str(REPO / "checkpoints" / "default.pt"),
            "channels": {"outbox": {}}, "max_posts_per_day": None,  # hundreds of posts
-           "memorisation": {"faces": str(faces) if faces else None, "index": None}}
+           "memorisation": {"faces": str(faces) if faces else None, "index": None},
+           "curate": {"candidates": candidates,
+                      "critic": str(REPO / "checkpoints" / "critic.npz")}}
     cfg.write_text(yaml.safe_dump({"bot": bot}, sort_keys=False))
     return cfg
 
@@ -114,7 +118,7 @@ STEPS = [("bot.db", "open_database", "database"),
          ("bot.posting", "load_published", "checkpoint"),
          ("bot.checkpoints", "usable_checkpoint", "checkpoint"),
          ("bot.posting", "load_guard", "guard"),
-         ("bot.posting", "render", "render"),
+         ("bot.posting", "render_candidates", "render"),
          ("bot.posting", "png_bytes", "render"),
          ("bot.posting", "_deliver_due", "delivery")]
 
@@ -178,6 +182,8 @@ def main() -> None:
     p.add_argument("--faces", default=None,
                    help="training faces for the guard ('none': guard off; default: "
                         f"{SHARED_FACES} if present)")
+    p.add_argument("--candidates", type=int, default=8,
+                   help="bot.curate.candidates (1: uncurated; default 8, the bot's)")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
@@ -190,8 +196,9 @@ def main() -> None:
     faces = (None if a.faces == "none" else Path(a.faces) if a.faces else
              SHARED_FACES if SHARED_FACES.is_dir() else None)
     with tempfile.TemporaryDirectory(prefix="bot-memory-") as tmp:
-        cfg = write_config(Path(tmp), faces)
-        print(f"guard: {'index of ' + str(faces) if faces else 'off'}; "
+        cfg = write_config(Path(tmp), faces, a.candidates)
+        print(f"guard: {'index of ' + str(faces) if faces else 'off'}; curation: "
+              f"{f'best of {a.candidates}' if a.candidates > 1 else 'off'}; "
               f"CPUs: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}\n")
         rows = run_child("--child", "daemon", str(cfg), str(a.posts), str(a.draws))
         base = rows[0]["rss"]

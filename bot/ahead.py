@@ -6,6 +6,11 @@ seed (or of a seed a dry run showed) take one from there first. A kept image is 
 drawing its seed gives (the same code, a lossless PNG: `regenerate` finds it identical), and
 it is checked like a fresh one when taken: a seed not posted yet, an image unlike the earlier
 posts and (the guard runs on its pixels then) not a near-copy of a training face.
+
+With curation (bot/curate.py) a post takes `candidates` kept images at once, so the folder
+keeps COUNT posts' worth of candidates, each PNG with its realism score and the critic that
+gave it (text chunks): a curated post needs no torch either. An image without a score of the
+critic in use (drawn before curation was on, or by another critic) is drawn and scored again.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import random
 from pathlib import Path
 from typing import Callable
 
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from gan import atomic_write
 
@@ -48,26 +53,49 @@ class Ahead:
 
     def get(self, seed: int) -> Image.Image | None:
         """The kept image of `seed`, or None."""
+        return self.get_scored(seed)[0]
+
+    def get_scored(self, seed: int,
+                   critic: str | None = None) -> tuple[Image.Image | None, float | None]:
+        """The kept image of `seed` (or None) and its realism score by the critic `critic`
+        (bot.curate.critic_key), None when it has none by that critic."""
         try:
             data = self._path(seed).read_bytes()
         except FileNotFoundError:  # not kept, or taken by a concurrent dry run
-            return None
+            return None, None
         with Image.open(io.BytesIO(data)) as im:
-            return im.convert("RGB")
+            text = getattr(im, "text", {})
+            score = (float(text["score"]) if critic is not None and "score" in text
+                     and text.get("critic") == critic else None)
+            return im.convert("RGB"), score
 
     def drop(self, seed: int) -> None:
         self._path(seed).unlink(missing_ok=True)
 
-    def fill(self, render: Callable[[int], Image.Image], rng: random.Random, used: set[int],
-             pick: Callable[[random.Random, set[int]], int], png: Callable[[Image.Image], bytes],
-             count: int = COUNT) -> None:
-        """Draw random seeds until `count` are kept (the checkpoint is loaded: ~20 ms each)."""
+    def fill(self, draw: Callable[[list[int]], tuple[list[Image.Image], list[float] | None]],
+             rng: random.Random, used: set[int],
+             pick: Callable[[random.Random, set[int]], int], count: int = COUNT,
+             critic: str | None = None) -> None:
+        """Draw random seeds until `count` are kept (the checkpoint is loaded: ~20 ms each),
+        all in one call of `draw` (seeds -> images, and their scores by the critic `critic`
+        or None)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         for old in self.folder.glob("*.png"):  # another checkpoint's: never taken again
             if not old.name.startswith(self.prefix):
                 old.unlink(missing_ok=True)
         have = set(self.seeds())
+        seeds = []
         for _ in range(count - len(have)):
-            seed = pick(rng, used | have)
-            have.add(seed)
-            atomic_write(self._path(seed), png(render(seed)))
+            seeds.append(pick(rng, used | have))
+            have.add(seeds[-1])
+        if not seeds:
+            return
+        images, scores = draw(seeds)
+        for i, seed in enumerate(seeds):
+            info = PngImagePlugin.PngInfo()
+            if scores is not None and critic is not None:
+                info.add_text("score", repr(scores[i]))
+                info.add_text("critic", critic)
+            buf = io.BytesIO()
+            images[i].save(buf, format="PNG", pnginfo=info)
+            atomic_write(self._path(seed), buf.getvalue())

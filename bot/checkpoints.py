@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot import BotError, store
 from bot.config import Settings
 from bot.models import Checkpoint, utcnow
-from bot.render import RemoteCheckpoint, walk_frames, worker
+from bot.render import RemoteCheckpoint, draw_candidates, walk_frames, worker
 from gan import CheckpointError, LoadedCheckpoint, file_sha256, load_checkpoint, read_metrics
 
 if TYPE_CHECKING:
@@ -48,6 +48,19 @@ def render_walk(ck: LoadedCheckpoint | RemoteCheckpoint, seeds: list[int], per_l
     if isinstance(ck, RemoteCheckpoint):
         return worker().walk(ck.path, seeds, per_leg)
     return walk_frames(ck, seeds, per_leg)
+
+
+def render_candidates(ck: LoadedCheckpoint | RemoteCheckpoint, seeds: list[int],
+                      critic: Path | None) -> tuple[list[Image.Image], list[float] | None]:
+    """The images of a post's candidate `seeds` (the pixels `render` gives each) and their
+    realism scores by the critic file `critic` (None without one), all in one request to
+    the render worker in the daemon."""
+    from PIL import Image
+    if isinstance(ck, RemoteCheckpoint):
+        images, scores = worker().candidates(ck.path, seeds, critic)
+    else:
+        images, scores = draw_candidates(ck, seeds, critic)
+    return [Image.fromarray(a) for a in images], scores
 
 
 class CheckpointUnavailable(BotError):

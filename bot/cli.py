@@ -93,7 +93,10 @@ def cmd_post(settings: Settings, args: argparse.Namespace) -> int:
         print(f"dry run: nothing recorded, nothing delivered; the next post is this image "
               f"(seed {p.seed} kept)\n"
               f"image:      {p.image_path}\nseed:       {p.seed}\n"
-              f"checkpoint: {p.checkpoint}\ncaption:    {p.caption}\n"
+              f"checkpoint: {p.checkpoint}\n"
+              + (f"score:      {p.score:.3f} (realism, the best of {p.candidates} candidates)\n"
+                 if p.score is not None else "")
+              + f"caption:    {p.caption}\n"
               f"alt text:   {p.alt_text}\nwould go to: {', '.join(p.channels) or 'nowhere'}")
         return 0
     post_id = posting.post_once(sessions, settings, channels, seed=args.seed,
@@ -150,9 +153,11 @@ def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
     with _sessions(settings)() as s:
         rows = [(p.id, _when(p.created_at), Path(p.checkpoint.path).name,
                  "→".join(map(str, p.seeds)) if p.seeds else p.seed,
+                 (f"{p.score:.3f} (best of {len(p.candidates or ())})" if p.score is not None
+                  else "-"),
                  " ".join(f"{d.channel}:{d.state}" for d in p.deliveries) or "-")
                 for p in store.recent_posts(s, args.n)]
-    print(_table(("post", "time", "checkpoint", "seed", "deliveries"), rows)
+    print(_table(("post", "time", "checkpoint", "seed", "score", "deliveries"), rows)
           if rows else "no posts yet")
     return 0
 
@@ -161,6 +166,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from bot import locks, store
     from bot.checkpoints import problem
     from bot.models import DeliveryState
+    from bot.curate import describe_curation
     from bot.guard import describe_guard
     with _sessions(settings)() as s:
         ck = store.active_checkpoint(s)
@@ -186,6 +192,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
                         if daemon is not None else "not running"))
     print(f"last post: {_when(last)}")
     print("memorisation guard: " + describe_guard(settings.memorisation, settings.data_dir))
+    print("curation: " + describe_curation(settings.curate))
     print("deliveries: " + ", ".join(f"{counts.get(k, 0)} {k}" for k in (
         DeliveryState.POSTED, DeliveryState.PENDING, DeliveryState.FAILED)))
     if settings.replies.enabled or reply_counts:

@@ -129,6 +129,20 @@ class Memorisation(BaseModel):
     min_distance: float = Field(0.35, ge=0, le=2)
 
 
+class Curate(BaseModel):
+    """Curated posts (bot/curate.py): a still post draws `candidates` fresh seeds and posts the
+    one the realism critic (gan/realism.py) scores highest that passes the dedup and
+    memorisation checks. Not for `post --seed`, replies or animated posts."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    # Candidates drawn for each still post; 1: no curation (the first fresh seed is posted).
+    candidates: int = Field(8, ge=1, le=32)
+    # The critic file (`python train.py critic FACES --out PATH`); null: no curation. A file
+    # that is not there: no curation, with a warning.
+    critic: RelPath | None = Path("checkpoints/critic.npz")
+
+
 Visibility = Literal["public", "unlisted", "private", "direct"]
 
 
@@ -208,6 +222,7 @@ class Settings(BaseModel):
     # A mapping, not an instance, so that validation resolves its paths against the config
     # folder like the others.
     memorisation: Memorisation = {}  # type: ignore[assignment]
+    curate: Curate = {}  # type: ignore[assignment]  # a mapping too: its path is resolved
     # SerializeAsAny: dump each channel's own fields, not just the base class's.
     channels: dict[str, SerializeAsAny[ChannelSettings]] = {"outbox": {}}
     replies: Replies = Replies()

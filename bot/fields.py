@@ -19,16 +19,19 @@ __all__ = ["RelPath", "template_fields", "TEMPLATE_FIELDS", "Template", "Hashtag
 
 
 def template_fields(post_number: int, seed: int, checkpoint: str, variant: str, step: int,
-                    images_seen: int, quality: str) -> dict[str, Any]:
-    """What caption and alt-text templates may use."""
+                    images_seen: int, quality: str,
+                    score: float | None = None) -> dict[str, Any]:
+    """What caption and alt-text templates may use. {score}: a curated post's realism score
+    ("1.07"), empty for an uncurated one."""
     return {"post_number": post_number, "seed": seed, "checkpoint": checkpoint,
             "variant": variant, "step": step, "images_seen": images_seen,
-            "kimg": round(images_seen / 1000), "quality": quality}
+            "kimg": round(images_seen / 1000), "quality": quality,
+            "score": "" if score is None else f"{score:.2f}"}
 
 # The fields caption and alt-text templates may use, with sample values to check templates.
 TEMPLATE_FIELDS: dict[str, Any] = template_fields(
     post_number=1, seed=0, checkpoint="default.pt", variant="dcgan", step=0, images_seen=0,
-    quality="FHD 9.54")
+    quality="FHD 9.54", score=1.07)
 
 
 def _check_template(text: str) -> str:

@@ -97,6 +97,11 @@ class Post(Base):
     seeds: Mapped[list[int] | None] = mapped_column(JSON(none_as_null=True))
     frames: Mapped[int | None]
     fps: Mapped[float | None] = mapped_column(Float)
+    # Curated (bot.curate): the chosen seed's realism score, and every candidate drawn for the
+    # post as {"seed", "score"} ("refused": "dedup" or "memorisation" for one that failed a
+    # check); both null for an uncurated post. `seed` is the one posted.
+    score: Mapped[float | None] = mapped_column(Float)
+    candidates: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
 
     checkpoint: Mapped[Checkpoint] = relationship(back_populates="posts")
     deliveries: Mapped[list[Delivery]] = relationship(back_populates="post",

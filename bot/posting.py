@@ -42,17 +42,19 @@ from bot.phash import distance as hash_distance
 from bot.phash import phash as perceptual_hash
 from bot.channels.base import (Channel, DeliveryError, Outgoing, Permanent, RateLimited,
                                template_fields)
-from bot.ahead import Ahead
+from bot.ahead import COUNT, Ahead
 from bot.animation import gif_bytes, gif_frames, write_mp4
 from bot.render import worker
-from bot.checkpoints import CheckpointUnavailable, load_published, problem, render, render_walk
-from bot.config import Dedup, Memorisation, Settings
+from bot.checkpoints import (CheckpointUnavailable, load_published, problem, render,
+                             render_candidates, render_walk)
+from bot.config import Curate, Dedup, Memorisation, Settings
+from bot.curate import critic_file, critic_key
 from bot.etiquette import check_daily_cap
 from bot.guard import load_guard
 from bot.models import (Attempted, ChannelState, Checkpoint, Delivery, DeliveryState, Post,
                         Reply, utcnow)
 from bot.secret import redact
-from gan import atomic_write
+from gan import atomic_write, pick
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,10 @@ class Draft:
     seed: int
     png: bytes
     phash: str
+    score: float | None = None  # the realism critic's, when the post is curated
+    # A curated post's every candidate, in the order drawn: {"seed", "score"}, and "refused":
+    # "dedup" or "memorisation" for one that scored higher but failed a check.
+    candidates: list[dict[str, Any]] | None = None
 
 
 def pick_seed(rng: random.Random, used: set[int]) -> int:
@@ -91,10 +97,14 @@ class SeedRefused(BotError):
 
 def draw(s: Session, dedup: Dedup, rng: random.Random,
          memorisation: Memorisation | None = None, data_dir: Path | None = None,
-         seed: int | None = None, keep_ahead: bool = False) -> Draft:
+         seed: int | None = None, keep_ahead: bool = False,
+         curate: Curate | None = None) -> Draft:
     """A fresh seed and its image, unlike any earlier post and (with the memorisation guard
     on) not a near-copy of a training face. `data_dir` holds the guard's own index of
     `memorisation.faces`. With `seed`: exactly that seed, or SeedRefused saying why not.
+    With `curate` (bot.curate) and a critic file, and no `seed`: `curate.candidates` fresh
+    seeds, drawn and scored together, and the best-scoring one that passes those checks
+    (`gan.pick`); all of them refused, as many again, up to dedup.max_draws checked.
 
     Images drawn ahead (bot/ahead.py) are taken first, for random seeds (not a scripted
     `rng`'s) and kept ones; `keep_ahead` (a dry run) leaves the one it shows for the post."""
@@ -108,41 +118,80 @@ def draw(s: Session, dedup: Dedup, rng: random.Random,
     ahead = (Ahead(data_dir, row.sha256) if data_dir is not None and
              (seed is not None or isinstance(rng, random.SystemRandom)) else None)
     guard = load_guard(memorisation, data_dir)
+    critic = critic_file(curate) if seed is None else None
+    key = critic_key(critic) if critic is not None else None
+    per_round = curate.candidates if critic is not None else 1
     used = store.used_seeds(s, row.id)
     if seed is not None and seed in used:
         raise SeedRefused(f"seed {seed} was already posted with checkpoint #{row.id} "
                           f"({Path(row.path).name}): a seed is never posted twice")
     earlier = store.phashes(s)
-    copies = 0
     wanted = seed
+    limit = 1 if wanted is not None else dedup.max_draws  # candidates checked at most
     queue = ahead.unposted(used) if ahead and wanted is None else []
-    for _ in range(1 if wanted is not None else dedup.max_draws):
-        seed = wanted if wanted is not None else queue.pop(0) if queue else pick_seed(rng, used)
-        used.add(seed)
-        image = ahead.get(seed) if ahead is not None else None
-        if image is not None and not keep_ahead:
-            ahead.drop(seed)  # taken: posted now, or not at all
-        if image is None:
+    checked = copies = 0
+    records: list[dict[str, Any]] = []
+    while checked < limit:
+        seeds = []
+        for _ in range(per_round):
+            seeds.append(wanted if wanted is not None else
+                         queue.pop(0) if queue else pick_seed(rng, used))
+            used.add(seeds[-1])
+        images, scores = {}, {}
+        for k in seeds:
+            image, score = ahead.get_scored(k, key) if ahead is not None else (None, None)
+            if image is not None and (key is None or score is not None):
+                images[k], scores[k] = image, score
+        if fresh := [k for k in seeds if k not in images]:
             ck = ck or load_published(row)
-            image = render(ck, seed)
-        phash = perceptual_hash(image)  # not imagehash's: that one imports scipy
-        distance = min((hash_distance(phash, e) for e in earlier), default=None)
-        if distance is not None and distance <= dedup.max_distance:
-            log.info("seed %d looks like an earlier post (hash distance %d); drawing again",
-                     seed, distance)
+            drawn, drawn_scores = render_candidates(ck, fresh, critic)
+            for i, k in enumerate(fresh):
+                images[k], scores[k] = drawn[i], drawn_scores[i] if drawn_scores else None
+        batch = [{"seed": k, "score": scores[k]} for k in seeds]
+        hashes: dict[int, str] = {}
+
+        def accept(i: int) -> bool:
+            nonlocal checked, copies
+            if checked == limit:
+                return False
+            checked += 1
+            k, image = seeds[i], images[seeds[i]]
+            hashes[k] = perceptual_hash(image)  # not imagehash's: that one imports scipy
+            distance = min((hash_distance(hashes[k], e) for e in earlier), default=None)
+            if distance is not None and distance <= dedup.max_distance:
+                log.info("seed %d looks like an earlier post (hash distance %d); not posted",
+                         k, distance)
+                batch[i]["refused"] = "dedup"
+                return False
+            if guard is not None:
+                near, face = guard.nearest_face(np.asarray(image))
+                if near < memorisation.min_distance:
+                    copies += 1
+                    log.warning("seed %d is too close to the training face %s (distance "
+                                "%.3f, below memorisation.min_distance %.2f); not posted",
+                                k, face, near, memorisation.min_distance)
+                    batch[i]["refused"] = "memorisation"
+                    return False
+            return True
+
+        chosen = pick([scores[k] or 0.0 for k in seeds], accept)
+        records += batch
+        if ahead is not None:  # taken: posted now, or not at all (a dry run keeps its own)
+            for k in seeds:
+                if not (keep_ahead and chosen is not None and k == seeds[chosen]):
+                    ahead.drop(k)
+        if chosen is None:
             continue
-        if guard is not None:
-            near, face = guard.nearest_face(np.asarray(image))
-            if near < memorisation.min_distance:
-                copies += 1
-                log.warning("seed %d is too close to the training face %s (distance %.3f, "
-                            "below memorisation.min_distance %.2f); drawing again",
-                            seed, face, near, memorisation.min_distance)
-                continue
+        k = seeds[chosen]
         if ck is not None and ahead is not None:  # loaded anyway: draw for the next posts
-            ahead.fill(lambda k: render(ck, k), random.SystemRandom(), used, pick_seed,
-                       png_bytes)
-        return Draft(row, seed, png_bytes(image), phash)
+            ahead.fill(lambda ks: render_candidates(ck, ks, critic), random.SystemRandom(),
+                       used, pick_seed, count=COUNT * per_round, critic=key)
+        if critic is None:
+            return Draft(row, k, png_bytes(images[k]), hashes[k])
+        log.info("seed %d: the best of %d candidates (realism score %.3f)%s", k, len(records),
+                 scores[k], f", {len(records) - len(batch)} in earlier rounds"
+                 if len(records) > len(batch) else "")
+        return Draft(row, k, png_bytes(images[k]), hashes[k], scores[k], records)
     if wanted is not None:
         why = ("too close to a training face (memorisation.min_distance)" if copies else
                "too like an earlier post (dedup.max_distance)")
@@ -172,7 +221,8 @@ def texts(settings: Settings, draft: Draft, number: int, caption: str | None = N
     `alt_text` (default: bot.caption, bot.alt_text), filled in."""
     ck = draft.checkpoint
     fields = template_fields(number, draft.seed, Path(ck.path).name, ck.variant, ck.step,
-                             ck.images_seen, quality_text(ck, settings.quality_metric))
+                             ck.images_seen, quality_text(ck, settings.quality_metric),
+                             draft.score)
     return ((caption or settings.caption).format(**fields).strip(),
             (alt_text or settings.alt_text).format(**fields).strip())
 
@@ -180,41 +230,47 @@ def texts(settings: Settings, draft: Draft, number: int, caption: str | None = N
 NEXT_SEED = "next-seed.json"  # in data_dir: the seed the last dry run showed
 
 
-def keep_seed(data_dir: Path, checkpoint_sha256: str, seed: int) -> None:
+def keep_seed(data_dir: Path, draft: Draft) -> None:
+    """Remember the draft a dry run showed (its seed, and how curation chose it)."""
     atomic_write(data_dir / NEXT_SEED, json.dumps(
-        {"seed": seed, "checkpoint_sha256": checkpoint_sha256}).encode())
+        {"seed": draft.seed, "checkpoint_sha256": draft.checkpoint.sha256,
+         "score": draft.score, "candidates": draft.candidates}).encode())
 
 
-def kept_seed(data_dir: Path, checkpoint_sha256: str) -> int | None:
-    """The seed `post --dry-run` showed, while the active checkpoint is the one it drew from."""
+def kept_seed(data_dir: Path, checkpoint_sha256: str) -> dict[str, Any] | None:
+    """What `post --dry-run` showed ("seed", and "score" and "candidates" when curated),
+    while the active checkpoint is the one it drew from."""
     try:
         kept = json.loads((data_dir / NEXT_SEED).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(kept, dict) or kept.get("checkpoint_sha256") != checkpoint_sha256:
+    if (not isinstance(kept, dict) or kept.get("checkpoint_sha256") != checkpoint_sha256
+            or not isinstance(kept.get("seed"), int)):
         return None
-    seed = kept.get("seed")
-    return seed if isinstance(seed, int) else None
+    return kept
 
 
 def _draw_for_post(s: Session, settings: Settings, rng: random.Random,
                    seed: int | None) -> Draft:
-    """`seed` exactly; else the seed a dry run showed (the image a person approved); else a
-    fresh one."""
+    """`seed` exactly; else the seed a dry run showed (the image a person approved, with the
+    candidates it was chosen from); else a fresh one (curated: bot.curate)."""
     draw_with = (settings.dedup, rng, settings.memorisation, settings.data_dir)
     if seed is not None:
         return draw(s, *draw_with, seed=seed)
     row = store.active_checkpoint(s)
     kept = kept_seed(settings.data_dir, row.sha256) if row is not None else None
     if kept is None:
-        return draw(s, *draw_with)
+        return draw(s, *draw_with, curate=settings.curate)
     (settings.data_dir / NEXT_SEED).unlink(missing_ok=True)  # used once, posted or not
     try:
-        draft = draw(s, *draw_with, seed=kept)
+        draft = draw(s, *draw_with, seed=kept["seed"])
     except SeedRefused as e:
         log.warning("the seed the last dry run showed is not used: %s; drawing another", e)
-        return draw(s, *draw_with)
-    log.info("seed %d: the one the last dry run showed", kept)
+        return draw(s, *draw_with, curate=settings.curate)
+    log.info("seed %d: the one the last dry run showed", kept["seed"])
+    score, candidates = kept.get("score"), kept.get("candidates")
+    if isinstance(score, (int, float)) and isinstance(candidates, list):
+        draft.score, draft.candidates = float(score), candidates
     return draft
 
 
@@ -235,7 +291,8 @@ def _commit_post(s: Session, settings: Settings, channels: list[str], draft: Dra
     now = utcnow()
     post = Post(created_at=now, checkpoint=draft.checkpoint, seed=draft.seed,
                 image_path=str(rel), image_sha256=hashlib.sha256(data).hexdigest(),
-                phash=draft.phash, caption="", alt_text="", **fields)
+                phash=draft.phash, caption="", alt_text="", score=draft.score,
+                candidates=draft.candidates, **fields)
     s.add(post)
     s.flush()  # assigns the id: the post number in the caption
     post.caption, post.alt_text = texts(settings, draft, post.id, *(templates or ()))
@@ -343,6 +400,7 @@ def outgoing(s: Session, settings: Settings, row: Attempted, made: Post | Reply,
                     maybe_sent=row.maybe_sent_at is not None, media_id=row.media_id,
                     on_sending=sending, on_media=uploaded,
                     video_path=delivered_video(settings, made),
+                    score=getattr(made, "score", None),
                     seeds=tuple(getattr(made, "seeds", None) or ()),
                     frames=getattr(made, "frames", None), **extra)
 
@@ -532,6 +590,8 @@ class Preview:
     caption: str
     alt_text: str
     channels: list[str]
+    score: float | None = None  # curated: the realism score of the best of `candidates`
+    candidates: int = 0
 
 
 def dry_run(sessions: sessionmaker[Session], settings: Settings, channels: list[str],
@@ -540,14 +600,14 @@ def dry_run(sessions: sessionmaker[Session], settings: Settings, channels: list[
     is kept: the next post (by hand or by the daemon) is this very image."""
     with sessions() as s:
         draft = draw(s, settings.dedup, rng or random.SystemRandom(), settings.memorisation,
-                     settings.data_dir, seed=seed, keep_ahead=True)
+                     settings.data_dir, seed=seed, keep_ahead=True, curate=settings.curate)
         number = (store.last_post_id(s) or 0) + 1
-    keep_seed(settings.data_dir, draft.checkpoint.sha256, draft.seed)
+    keep_seed(settings.data_dir, draft)
     path = settings.data_dir / "dry-run" / f"{draft.checkpoint.sha256[:12]}-{draft.seed}.png"
     atomic_write(path, draft.png)
     caption, alt_text = texts(settings, draft, number)
     return Preview(path, draft.seed, Path(draft.checkpoint.path).name, caption, alt_text,
-                   channels)
+                   channels, draft.score, len(draft.candidates or ()))
 
 
 def regenerate(sessions: sessionmaker[Session], settings: Settings, post_id: int,

@@ -99,6 +99,14 @@ class Worker:
                                  "seeds": [int(k) for k in seeds], "per_leg": int(per_leg)})
         return np.frombuffer(data, np.uint8).reshape(reply["shape"])
 
+    def candidates(self, path: Path, seeds: list[int], critic: Path | None):
+        """draw_candidates, by the worker: one request for a post's every candidate."""
+        import numpy as np
+        reply, data = self._ask({"op": "candidates", "path": str(path),
+                                 "seeds": [int(k) for k in seeds],
+                                 "critic": str(critic) if critic is not None else None})
+        return np.frombuffer(data, np.uint8).reshape(reply["shape"]), reply["scores"]
+
     def mp4(self, gif: Path, fps: float, scale: int, out: Path) -> None:
         """bot.animation.write_mp4 of a stored GIF's frames, by the worker: PyAV and the
         encoder (~65 MB) stay out of the daemon too."""
@@ -145,11 +153,26 @@ def walk_frames(ck: Any, seeds: list[int], per_leg: int):
                      for im in interpolate(ck, a, b, per_leg + 1)[:-1]])
 
 
+def draw_candidates(ck: Any, seeds: list[int], critic: Path | str | None):
+    """(N x 64 x 64 x 3 uint8 images of `seeds`, their realism scores by the critic file
+    `critic`, or None without one): a curated post's candidates (bot/curate.py). `ck`: a
+    loaded checkpoint or its path. The images are the pixels `render` gives each seed."""
+    # torch: in the worker, or a one-shot command
+    from gan import DataError, generate_array, score_images
+    images = generate_array(ck, seeds)
+    if critic is None:
+        return images, None
+    try:
+        return images, [float(x) for x in score_images(critic, images)]
+    except DataError as e:
+        raise BotError(f"bot.curate.critic: {e}") from None
+
+
 # --- the worker process ------------------------------------------------------------------
 
 def _answer(request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
     # Here: only the worker process imports torch (through gan.sampling), never the daemon.
-    from gan import CheckpointError, cached_checkpoint, generate_array
+    from gan import UserError, cached_checkpoint, generate_array
     try:
         if request["op"] == "describe":
             ck = cached_checkpoint(request["path"])
@@ -160,12 +183,17 @@ def _answer(request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
             write_mp4(gif_frames(Path(request["gif"])), request["fps"], request["scale"],
                       Path(request["out"]))
             return {}, b""
+        if request["op"] == "candidates":
+            images, scores = draw_candidates(request["path"], request["seeds"],
+                                             request["critic"])
+            return ({"shape": list(images.shape), "bytes": images.nbytes, "scores": scores},
+                    images.tobytes())
         if request["op"] == "walk":
             frames = walk_frames(request["path"], request["seeds"], request["per_leg"])
             return {"shape": list(frames.shape), "bytes": frames.nbytes}, frames.tobytes()
         image = generate_array(request["path"], [request["seed"]])[0]
         return {"shape": list(image.shape), "bytes": image.nbytes}, image.tobytes()
-    except CheckpointError as e:
+    except UserError as e:  # a bad checkpoint or critic file: one line, from the daemon
         return {"error": str(e)}, b""
 
 

@@ -30,6 +30,7 @@ from bot.config import Schedule, Settings
 from bot.db import open_database
 from bot.etiquette import schedule_over_cap
 from bot.models import utcnow
+from bot.curate import log_curation
 from bot.guard import log_guard
 from bot.posting import deliver_pending, post_once
 from bot.render import in_worker
@@ -167,6 +168,7 @@ def run_daemon(settings: Settings) -> None:
         sessions = open_database(settings.database_url)
         ensure_active(sessions, settings)
         log_guard(settings.memorisation, settings.data_dir)
+        log_curation(settings.curate)
 
         owed = threading.Event()  # a post failed for want of a checkpoint file: retry soon
 

@@ -2,8 +2,8 @@
 
 What other packages (the bot) use of gan is named here: import it from `gan`, not from its
 modules. Each name is loaded on first use (PEP 562), so `import gan` costs nothing and only
-the drawing functions (`generate`, `generate_array`, `cached_checkpoint`) import torch: the
-bot's command line and its daemon never do.
+the drawing functions (`generate`, `generate_array`, `cached_checkpoint`) and the realism
+critic's `score_images` import torch: the bot's command line and its daemon never do.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ _API = {
     "gan.sampling": ("cached_checkpoint", "generate", "generate_array", "interpolate"),
     "gan.data": ("DataError",),
     "gan.memorisation": ("NearestIndex", "build_index", "load_index"),
+    "gan.realism": ("load_critic", "pick", "score_images"),
 }
 _MODULE_OF = {name: module for module, names in _API.items() for name in names}
 __all__ = [*_MODULE_OF]
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from gan.errors import ConfigError, UserError
     from gan.files import atomic_write, file_sha256
     from gan.memorisation import NearestIndex, build_index, load_index
+    from gan.realism import load_critic, pick, score_images
     from gan.sampling import cached_checkpoint, generate, generate_array, interpolate
 
 

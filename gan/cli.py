@@ -1,4 +1,5 @@
-"""`python train.py ...`: train, resume, clean, sample, interpolate, export, evaluate, index.
+"""`python train.py ...`: train, resume, clean, sample, interpolate, export, evaluate, index,
+critic.
 
     python train.py data.path=../shared/data/animefaces variant=forcecore
     python train.py resume runs/00003-forcecore train.total_images=600000
@@ -8,6 +9,7 @@
     python train.py export runs/00003-forcecore/ckpt-004000.pt --out checkpoints/mine.pt
     python train.py evaluate checkpoints/default.pt --data ../shared/data/animefaces metrics.samples=1000
     python train.py index ../shared/data/animefaces --out data/faces-index.npz
+    python train.py critic ../shared/data/animefaces --out checkpoints/critic.npz
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from gan.configfile import find_config, merge, parse_command_line, read_config
 from gan.errors import UserError
 
 # Each command imports what it needs when it runs (torch among it): `--help` answers at once.
-COMMANDS = ("train", "resume", "clean", "sample", "interpolate", "export", "evaluate", "index")
+COMMANDS = ("train", "resume", "clean", "sample", "interpolate", "export", "evaluate", "index",
+            "critic")
 
 
 class UsageError(UserError, ValueError):
@@ -123,15 +126,24 @@ def _parser() -> argparse.ArgumentParser:
                    help="decoded-faces cache, 'none' for no cache (default: .cache/datasets)")
     v.add_argument("--no-write", action="store_true", help="print only; no metrics file")
 
-    x = sub.add_parser("index", help="build the memorisation index of a face folder (for the "
-                       "bot's guard and `evaluate --index`)",
-                       description="example: python train.py index ../shared/data/animefaces "
-                       "--out data/faces-index.npz")
-    x.set_defaults(func=_cmd_index)
-    x.add_argument("folder", type=Path)
-    x.add_argument("--out", type=Path, required=True, help="the .npz index file to write")
-    x.add_argument("--cache-dir", default=".cache/datasets",
-                   help="decoded-faces cache, 'none' for no cache (default: .cache/datasets)")
+    def folder_to_file(name: str, func, summary: str, example: str, out: str) -> None:
+        # A command that reads every face of a folder into one .npz file.
+        x = sub.add_parser(name, help=summary, description=f"example: {example}")
+        x.set_defaults(func=func)
+        x.add_argument("folder", type=Path)
+        x.add_argument("--out", type=Path, required=True, help=f"the .npz {out} file to write")
+        x.add_argument("--cache-dir", default=".cache/datasets",
+                       help="decoded-faces cache, 'none' for no cache (default: "
+                       ".cache/datasets)")
+
+    folder_to_file("index", _cmd_index, "build the memorisation index of a face folder (for "
+                   "the bot's guard and `evaluate --index`)",
+                   "python train.py index ../shared/data/animefaces --out data/faces-index.npz",
+                   "index")
+    folder_to_file("critic", _cmd_critic, "build the realism critic of a face folder (the "
+                   "bot's curation: bot.curate)",
+                   "python train.py critic ../shared/data/animefaces --out "
+                   "checkpoints/critic.npz  (gan/realism.py says what it holds)", "critic")
     return p
 
 
@@ -266,6 +278,15 @@ def _cmd_index(a) -> int:
 
     index = build_index(a.folder, a.out, _cache(a.cache_dir))
     print(f"indexed {len(index)} faces of {a.folder} into {a.out} "
+          f"({a.out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def _cmd_critic(a) -> int:
+    from gan.realism import build_critic
+
+    critic = build_critic(a.folder, a.out, _cache(a.cache_dir))
+    print(f"realism critic of {critic.faces} faces of {a.folder} in {a.out} "
           f"({a.out.stat().st_size / 1e6:.1f} MB)")
     return 0
 

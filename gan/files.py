@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 
 def file_sha256(path: Path) -> str:
@@ -31,3 +34,17 @@ def atomic_write(path: str | Path, data: bytes | Callable[[Path], object],
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def while_unchanged(load: Callable[[str], T], size: int = 2) -> Callable[[str | Path], T]:
+    """`load(path)`, remembered (for the last `size` files) until the file's mtime changes:
+    for files read on every draw or post (a checkpoint, an index, a critic). The path keeps
+    the caller's spelling, so error messages name the file as given."""
+    @lru_cache(maxsize=size)
+    def cached(path: str, mtime_ns: int) -> T:
+        return load(path)
+
+    def get(path: str | Path) -> T:
+        p = Path(path)
+        return cached(str(p), p.stat().st_mtime_ns if p.exists() else 0)
+    return get

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from gan.data import DataError, FaceDataset, decode_faces, image_files, warn_skipped
-from gan.files import atomic_write
+from gan.files import atomic_write, while_unchanged
 
 log = logging.getLogger(__name__)
 
@@ -131,15 +130,12 @@ class NearestIndex:
         return cls(features, names, source)
 
 
-@lru_cache(maxsize=2)
-def _cached(path: str, mtime_ns: int) -> NearestIndex:
-    return NearestIndex.load(path)
+_load_index = while_unchanged(NearestIndex.load)
 
 
 def load_index(path: str | Path) -> NearestIndex:
     """`NearestIndex.load`, remembered while the file is unchanged (the bot asks every draw)."""
-    p = Path(path)
-    return _cached(str(p), p.stat().st_mtime_ns if p.exists() else 0)
+    return _load_index(path)
 
 
 def build_index(folder: str | Path, out: str | Path, cache_dir: str | Path | None = None,

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 # read_metrics and write_metrics: bench/compare_variants.py imports them from here.
@@ -36,7 +35,7 @@ from gan.data import FaceDataset
 from gan.errors import ConfigError
 from gan.files import atomic_write, file_sha256
 from gan.memorisation import FEATURES, NearestIndex
-from gan.models.efficientnet import load_pretrained
+from gan.models.efficientnet import face_features, load_pretrained
 from gan.models.hog import HOG
 from gan.sampling import generate_array
 
@@ -113,7 +112,7 @@ def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int
     return float(values.mean()), float(values.std())
 
 
-def _sq_dists(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray) -> np.ndarray:
+def sq_dists(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray) -> np.ndarray:
     d = (a * a).sum(1)[:, None] + b_sq[None, :] - 2 * (a @ b.T)
     return np.clip(d, 0, None, out=d)
 
@@ -126,7 +125,7 @@ def knn_radii(features: np.ndarray, k: int = 3, chunk: int = 1024) -> np.ndarray
     f_sq = (f * f).sum(1)
     out = np.empty(len(f), np.float32)
     for i in range(0, len(f), chunk):
-        d = _sq_dists(f[i:i + chunk], f, f_sq)
+        d = sq_dists(f[i:i + chunk], f, f_sq)
         # Index k of the sorted row is the k-th neighbour: index 0 is the row itself (0).
         out[i:i + chunk] = np.partition(d, k, axis=1)[:, k]
     return out
@@ -138,7 +137,7 @@ def _coverage(query: np.ndarray, ref: np.ndarray, ref_radii: np.ndarray,
     ref_sq = (ref * ref).sum(1)
     inside = 0
     for i in range(0, len(query), chunk):
-        d = _sq_dists(query[i:i + chunk], ref, ref_sq)
+        d = sq_dists(query[i:i + chunk], ref, ref_sq)
         inside += int((d <= ref_radii[None, :]).any(1).sum())
     return inside / len(query)
 
@@ -272,10 +271,7 @@ class EfficientNetExtractor(Extractor):
         self.cache_key = f"{self.name}-{self.resolution}px-9656183e"  # the weights file's hash
 
     def run(self, x):
-        x = (x.to(self.device).float() - 127) / 128  # B x 3 x 64 x 64
-        if x.shape[-1] != self.resolution:
-            x = F.interpolate(x, size=self.resolution, mode="bilinear", align_corners=False)
-        return self.net.features(x.contiguous(memory_format=torch.channels_last))  # B x 1280
+        return face_features(self.net, x, self.resolution)  # B x 1280
 
 
 EXTRACTORS: dict[str, type[Extractor]] = {"lite2": EfficientNetExtractor, "hog": HOGExtractor,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -11,6 +10,7 @@ import torch
 from PIL import Image
 
 from gan.checkpoint import LoadedCheckpoint, load_checkpoint
+from gan.files import while_unchanged
 from gan.latent import seed_latents
 
 
@@ -25,15 +25,12 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-@lru_cache(maxsize=4)
-def _cached(path: str, mtime_ns: int) -> LoadedCheckpoint:
-    return load_checkpoint(path)
+_load_checkpoint = while_unchanged(load_checkpoint, size=4)
 
 
 def cached_checkpoint(path: str | Path) -> LoadedCheckpoint:
     """The checkpoint file, loaded once while it is unchanged (its G_ema is built once too)."""
-    p = Path(path)  # keep the user's spelling: error messages name the file as given
-    return _cached(str(p), p.stat().st_mtime_ns if p.exists() else 0)
+    return _load_checkpoint(path)
 
 
 def _resolve(ck: LoadedCheckpoint | str | Path) -> tuple[LoadedCheckpoint, torch.nn.Module]:

@@ -51,6 +51,7 @@ class Outgoing:
     images_seen: int
     created_at: datetime
     quality: str = ""  # "FHD 9.54" (bot.quality_metric), or empty
+    score: float | None = None  # a curated post's realism score (bot.curate); None: uncurated
     hashtags: tuple[str, ...] = ()  # bot.hashtags: the channel appends those that fit
     attempt: int = 1  # 1 on the first try (`retry` starts again at 1)
     # An earlier attempt sent the request that creates the post, and may have posted before
@@ -76,7 +77,7 @@ class Outgoing:
         """A channel's own caption template, filled like the bot-wide one."""
         return template.format(**template_fields(
             self.post_id, self.seed, self.checkpoint, self.variant, self.step,
-            self.images_seen, self.quality)).strip()
+            self.images_seen, self.quality, self.score)).strip()
 
     def png(self) -> bytes:
         try:

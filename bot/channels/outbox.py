@@ -166,6 +166,8 @@ class OutboxChannel(Channel):
         }
         if post.seeds:  # an animated post
             sidecar.update(kind="animation", seeds=list(post.seeds), frames=post.frames)
+        if post.score is not None:  # curated: the gallery shows it
+            sidecar["score"] = round(post.score, 4)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             atomic_write(self.folder / name, image)

@@ -167,3 +167,14 @@ def load_pretrained(variant: str = "lite2") -> EfficientNetLite:
     net = EfficientNetLite(variant)
     net.load_state_dict(state)
     return net.eval()
+
+
+def face_features(net: EfficientNetLite, faces: torch.Tensor, resolution: int = 64) -> torch.Tensor:
+    """B x 3 x H x W uint8 faces -> B x 1280 pooled features. The pixels are scaled as the Lite
+    models were trained, (x - 127) / 128, and resized bilinearly to `resolution` when they
+    are not that size already (64: the faces as they are; docs/metrics.md says why)."""
+    dev = next(net.parameters()).device
+    x = (faces.to(dev).float() - 127) / 128  # B x 3 x H x W, about [-1, 1]
+    if x.shape[-1] != resolution:
+        x = F.interpolate(x, size=resolution, mode="bilinear", align_corners=False)
+    return net.features(x.contiguous(memory_format=torch.channels_last))  # B x 1280

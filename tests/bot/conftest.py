@@ -24,9 +24,11 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def write_config(tmp_path: Path, tiny_checkpoint: Path):
     """write_config(**bot_section) -> path of a config.yaml in tmp_path (paths relative to it)."""
     def write(**bot) -> Path:
+        # Uncurated unless a test says otherwise: the tiny checkpoint has no critic of its
+        # own, and the default one would be looked for beside this config file.
         section = {"default_checkpoint": str(tiny_checkpoint), "data_dir": "data",
                    "database_url": "sqlite:///data/bot.db",
-                   "schedule": {"post_at_start": True}, **bot}
+                   "schedule": {"post_at_start": True}, "curate": {"critic": None}, **bot}
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump({"bot": section}, sort_keys=False))
         return path

@@ -38,6 +38,54 @@ class Seeds(random.Random):
         return self.seeds.pop(0)
 
 
+def draw_with(monkeypatch, image_of) -> None:
+    """The bot draws `image_of(ck, seed)` for each seed instead of the generator's image
+    (and scores nothing: for uncurated posts)."""
+    from bot import posting
+    monkeypatch.setattr(posting, "render_candidates",
+                        lambda ck, seeds, critic: ([image_of(ck, k) for k in seeds], None))
+
+
+def post_in_a_worker(cfg: Path, seeds: list[int], animated: bool = False) -> list[str]:
+    """One post made as the daemon makes it (in a render worker's context), in a new
+    interpreter, from the scripted `seeds`; returns whether that interpreter imported torch
+    and PyAV: ["False", "False"] when both stayed in the worker."""
+    code = (
+        "import sys, random\n"
+        "from bot import posting\n"
+        "from bot.channels import build_channels\n"
+        "from bot.config import load_settings\n"
+        "from bot.db import open_database\n"
+        "from bot.render import in_worker\n"
+        f"settings = load_settings({str(cfg)!r})\n"
+        "class Seeds(random.Random):\n"
+        "    def randrange(self, *a): return seeds.pop(0)\n"
+        f"seeds = {list(seeds)!r}\n"
+        "with in_worker():\n"
+        "    posting.post_once(open_database(settings.database_url), settings,\n"
+        "                      build_channels(settings.channels, settings.data_dir),\n"
+        f"                      rng=Seeds(), animated={animated!r})\n"
+        "print('torch' in sys.modules, 'av' in sys.modules)\n")
+    return _python(code).split()
+
+
+def post_in_a_fresh_process(cfg: Path) -> str:
+    """`python -m bot post` with `cfg` in a new interpreter: "<exit code> <torch imported>"."""
+    code = ("import sys\n"
+            "from bot.cli import main\n"
+            f"rc = main(['--config', {str(cfg)!r}, 'post'])\n"
+            "print(rc, 'torch' in sys.modules)")
+    return _python(code).split("\n")[-2]
+
+
+def _python(code: str) -> str:
+    """What `code` printed, run by a new interpreter in the repository (it must succeed)."""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def started(settings):
     """The database of `settings`, upgraded, with the default checkpoint active."""
     sessions = open_database(settings.database_url)

@@ -165,29 +165,8 @@ def test_animation_mistakes_are_one_line(write_config, restore_logging, capsys):
 def test_in_the_daemon_the_worker_draws_the_walk_and_encodes_the_mp4(setup):
     """Neither torch nor PyAV (~65 MB more once it has encoded) in the daemon's process; the
     walk the worker draws is the one a one-shot command draws."""
-    import subprocess
-    import sys
     cfg, settings, sessions, channels = setup()
-    code = (
-        "import sys, random\n"
-        "from bot import posting\n"
-        "from bot.channels import build_channels\n"
-        "from bot.config import load_settings\n"
-        "from bot.db import open_database\n"
-        "from bot.render import in_worker\n"
-        f"settings = load_settings({str(cfg)!r})\n"
-        "class Seeds(random.Random):\n"
-        "    def randrange(self, *a): return seeds.pop(0)\n"
-        "seeds = [44, 55, 66]\n"
-        "with in_worker():\n"
-        "    posting.post_once(open_database(settings.database_url), settings,\n"
-        "                      build_channels(settings.channels, settings.data_dir),\n"
-        "                      rng=Seeds(), animated=True)\n"
-        "print('torch' in sys.modules, 'av' in sys.modules)\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=helpers.REPO, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False", "False"]
+    assert helpers.post_in_a_worker(cfg, [44, 55, 66], animated=True) == ["False", "False"]
     assert video(settings.data_dir / "outbox" / "post-000001.mp4") == (12, 512, 512, 2.0, "h264")
     # The same walk drawn here (not in a worker) is the same GIF.
     with sessions() as s:

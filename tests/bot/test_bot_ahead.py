@@ -3,42 +3,25 @@ needs no torch, and what it posts is what drawing its seed gives."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 
 from bot import posting, store
 from bot.ahead import COUNT, Ahead
-from bot.checkpoints import load_published, render
+from bot.checkpoints import load_published, render, render_candidates
 from bot.config import load_settings
-from helpers import Seeds, bot_parts, started
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _post_in_a_fresh_process(cfg: Path) -> str:
-    code = ("import sys\n"
-            "from bot.cli import main\n"
-            f"rc = main(['--config', {str(cfg)!r}, 'post'])\n"
-            "print(rc, 'torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.split("\n")[-2]
+from helpers import Seeds, bot_parts, post_in_a_fresh_process, started
 
 
 def test_the_second_post_takes_an_image_drawn_ahead_without_torch(write_config):
     cfg = write_config()
-    assert _post_in_a_fresh_process(cfg) == "0 True"  # loads the checkpoint, draws ahead
+    assert post_in_a_fresh_process(cfg) == "0 True"  # loads the checkpoint, draws ahead
     settings = load_settings(cfg)
     sessions = started(settings)
     with sessions() as s:
         sha = store.active_checkpoint(s).sha256
     kept = Ahead(settings.data_dir, sha).seeds()
     assert len(kept) == COUNT
-    assert _post_in_a_fresh_process(cfg) == "0 False"
+    assert post_in_a_fresh_process(cfg) == "0 False"
     with sessions() as s:
         second = store.post(s, 2)
         assert second.seed in kept and second.seed not in Ahead(settings.data_dir, sha).seeds()
@@ -64,8 +47,8 @@ def test_kept_images_are_checked_like_fresh_ones_and_of_this_checkpoint_only(wri
         row = store.active_checkpoint(s)
     ahead = Ahead(settings.data_dir, row.sha256)
     ck = load_published(row)
-    ahead.fill(lambda k: render(ck, k), Seeds(5, 6), set(), posting.pick_seed,
-               posting.png_bytes, count=2)
+    ahead.fill(lambda ks: render_candidates(ck, ks, None), Seeds(5, 6), set(),
+               posting.pick_seed, count=2)
     other = settings.data_dir / "ahead" / "0123456789abcdef-9.png"
     other.write_bytes((settings.data_dir / "ahead" / f"{row.sha256[:16]}-5.png").read_bytes())
     # Seed 5 was posted meanwhile (a scripted rng ignores kept images): the draw skips it.

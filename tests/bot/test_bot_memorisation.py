@@ -16,7 +16,7 @@ from bot.checkpoints import publish
 from bot.config import ConfigError, Memorisation, load_settings
 from bot.db import open_database
 from gan.memorisation import NearestIndex, build_index, thumbnails
-from helpers import Seeds, started
+from helpers import Seeds, draw_with, started
 from tests.conftest import REAL_FACES
 
 DEFAULT_MIN = Memorisation().min_distance
@@ -105,10 +105,8 @@ def post_past_a_training_face(settings, faces_dir, monkeypatch, caplog):
     """One post where seed 2 "draws" training face 5 (to be refused) and seed 3 is the
     model's own; returns the sessions and the copied face."""
     sessions = started(settings)
-    real_render = posting.render
     copy = Image.fromarray(face(faces_dir, 5))
-    monkeypatch.setattr(posting, "render",
-                        lambda ck, seed: copy if seed == 2 else real_render(ck, seed))
+    draw_with(monkeypatch, lambda ck, seed: copy if seed == 2 else posting.render(ck, seed))
     with caplog.at_level(logging.INFO, logger="bot"):
         post_id = posting.post_once(sessions, settings, {"a": Recorder()}, rng=Seeds(2, 3))
     with sessions() as s:
@@ -124,7 +122,7 @@ def test_the_bot_redraws_a_training_face_and_says_why(write_config, faces_dir, i
     assert "seed 2 is too close to the training face face005.png (distance 0.0" in caplog.text
     assert "below memorisation.min_distance 0.35" in caplog.text
 
-    monkeypatch.setattr(posting, "render", lambda ck, seed: copy)
+    draw_with(monkeypatch, lambda ck, seed: copy)
     settings.dedup.max_draws = 3
     with pytest.raises(BotError, match="all 3 draws were too close to a training face"):
         posting.post_once(sessions, settings, {"a": Recorder()}, rng=Seeds(4, 5, 6))

@@ -17,7 +17,7 @@ from bot.checkpoints import ensure_active, publish
 from bot.config import load_settings
 from bot.db import open_database
 from bot.models import Checkpoint, Delivery, Post, utcnow
-from helpers import Seeds, is_enlarged
+from helpers import Seeds, draw_with, is_enlarged
 
 
 class Recorder(Channel):
@@ -179,10 +179,8 @@ def test_a_look_alike_image_is_redrawn(settings, sessions, monkeypatch, caplog):
     ensure_active(sessions, settings)
     ch = {"a": Recorder("a", [])}
     posting.post_once(sessions, settings, ch, rng=Seeds(1))
-    real_render = posting.render
     # Seed 2 draws the very face seed 1 drew: it must be refused.
-    monkeypatch.setattr(posting, "render",
-                        lambda ck, seed: real_render(ck, 1 if seed == 2 else seed))
+    draw_with(monkeypatch, lambda ck, seed: posting.render(ck, 1 if seed == 2 else seed))
     settings.dedup.max_draws = 2  # enough only if the refused seed is not drawn again
     with caplog.at_level(logging.INFO, logger="bot.posting"):
         post_id = posting.post_once(sessions, settings, ch, rng=Seeds(2, 2, 3))
@@ -190,7 +188,7 @@ def test_a_look_alike_image_is_redrawn(settings, sessions, monkeypatch, caplog):
         assert store.post(s, post_id).seed == 3
     assert "seed 2 looks like an earlier post (hash distance 0)" in caplog.text
 
-    monkeypatch.setattr(posting, "render", lambda ck, seed: real_render(ck, 1))
+    draw_with(monkeypatch, lambda ck, seed: posting.render(ck, 1))
     with pytest.raises(BotError, match="no image unlike the earlier posts in 2 draws"):
         posting.post_once(sessions, settings, ch, rng=Seeds(4, 5))
 
