@@ -14,7 +14,8 @@ An entry may also be `LABEL=VARIANT;key=value;...`
 or `LABEL@RUN_FOLDER`: a run trained elsewhere (e.g. a longer run of the same recipe, seed and
 batches), measured at its checkpoint of this budget. Every run is measured at the checkpoint
 of exactly --images images seen when it has one (a longer run passes through it).
-A run is found by its name, `cmp-<label>`, in --runs-dir; with --train a missing run is
+With --seeds 0,1,2 each entry runs once per seed (`cmp-<label>`, `cmp-<label>-s1`, ...) and
+its row gives the mean ± std over them. A run is found by its name, `cmp-<label>`, in --runs-dir; with --train a missing run is
 trained and an unfinished one resumed. Each run's final checkpoint is evaluated with
 `gan.metrics.evaluate` (<ckpt>.metrics.json beside it, reused while the file is unchanged).
 Outputs, in --out: `<label>.jpg` (seeds 0-63 of the EMA generator), `overview.jpg` (seeds
@@ -94,16 +95,25 @@ def checkpoint_at(run: Path, images: int) -> Path | None:
     return newest
 
 
-def locate_run(entry: str, a: argparse.Namespace) -> Path | None:
+def seed_label(label: str, seed: int) -> str:
+    """The run label of one seed: seed 0 keeps the plain label (cmp-<label>), others get
+    -s<seed> (cmp-<label>-s1)."""
+    return label if seed == 0 else f"{label}-s{seed}"
+
+
+def locate_run(entry: str, a: argparse.Namespace, seed: int) -> Path | None:
     label, variant, _ = parse_entry(entry)
     if variant.startswith("@"):
         return Path(variant[1:])
-    return train_variant(entry, a) if a.train else find_run(a.runs_dir, label)
+    if a.train:
+        return train_variant(entry, a, seed)
+    return find_run(a.runs_dir, seed_label(label, seed))
 
 
-def train_variant(entry: str, a: argparse.Namespace) -> Path:
-    """Train (or resume) cmp-<label> to a.images; returns the run folder."""
+def train_variant(entry: str, a: argparse.Namespace, seed: int) -> Path:
+    """Train (or resume) cmp-<label>[-s<seed>] to a.images; returns the run folder."""
     label, variant, extra = parse_entry(entry)
+    label = seed_label(label, seed)
     run = find_run(a.runs_dir, label)
     common = [f"train.total_images={a.images}", f"train.runs_dir={a.runs_dir}",
               f"train.threads={a.threads}", f"train.channels_last={str(a.channels_last).lower()}",
@@ -115,7 +125,7 @@ def train_variant(entry: str, a: argparse.Namespace) -> Path:
         from gan.config import _merge, parse_overrides, resolve
         cfg = resolve(_merge(ck.config, parse_overrides(common)))
         return train(cfg, resume=ckpt)[0]
-    cfg = load_config(None, [f"variant={variant}", f"name=cmp-{label}", f"seed={a.seed}",
+    cfg = load_config(None, [f"variant={variant}", f"name=cmp-{label}", f"seed={seed}",
                              f"data.path={a.data}", *common, *a.override, *extra])
     return train(cfg)[0]
 
@@ -173,30 +183,66 @@ def plot_losses(results: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
-def _fmt(m: dict, key: str, scale: float = 1.0, digits: int = 2) -> str:
-    return f"{m[key] * scale:.{digits}f}" if key in m else "–"
+def _fmt(ms: list[dict], key: str, scale: float = 1.0, digits: int = 2) -> str:
+    """One metric of a row: the value, or mean ± std (ddof 1) over the row's seeds."""
+    if any(key not in m for m in ms):
+        return "–"
+    v = np.array([m[key] * scale for m in ms])
+    return f"{v[0]:.{digits}f}" if len(v) == 1 else f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
 
 
 def table(results: list[dict], hardware: str) -> str:
-    """One row per run; FLD/KID/precision/recall on the evaluation's features (docs/metrics.md),
-    FHD beside them."""
-    feats = {r["metrics"].get("extractor", "hog") for r in results}
+    """One row per variant; FLD/KID/precision/recall on the evaluation's features
+    (docs/metrics.md), FHD beside them; mean ± std over the seeds of a row that has several
+    (one seed: KID's ± is its spread over subsets)."""
+    feats = {m.get("extractor", "hog") for r in results for m in r["seeds"]}
     main = "FLD" if feats == {"lite2"} else "/".join(sorted(feats))
+    lite2 = feats == {"lite2"}  # KID on network features is not scaled like HOG's
     lines = [
-        f"| variant | {main} ↓ | FHD ↓ | KID ×10³ ↓ | precision ↑ | recall ↑ | NN dist min / p1 "
-        "| images/s | wall time | hardware |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        f"| variant | seeds | {main} ↓ | FHD ↓ | KID{'' if lite2 else ' ×10³'} ↓ | precision ↑ "
+        "| recall ↑ | NN dist min / p1 | images/s | wall time | hardware |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
-        m, s = r["metrics"], r["summary"]
-        nn = m["nn_distance"]
+        ms, s = r["seeds"], r["summary"]
+        nn_min = min(m["nn_distance"]["min"] for m in ms)
+        nn_p1 = min(m["nn_distance"]["p1"] for m in ms)
         hw = f"{hardware}, {s['threads'] or 'all'} thread(s)"
-        first = _fmt(m, "fld") if "fld" in m else _fmt(m, "fid") if "fid" in m else "–"
+        first = _fmt(ms, "fld") if "fld" in ms[0] else _fmt(ms, "fid") if "fid" in ms[0] else "–"
+        scale = 1.0 if lite2 else 1e3
+        kid = (_fmt(ms, "kid_mean", scale, 1) if len(ms) > 1 else
+               f"{_fmt(ms, 'kid_mean', scale, 1)} ± {_fmt(ms, 'kid_std', scale, 1)}")
         lines.append(
-            f"| {r['variant']} | {first} | {_fmt(m, 'fhd')} | {_fmt(m, 'kid_mean', 1e3)} ± "
-            f"{_fmt(m, 'kid_std', 1e3)} | {_fmt(m, 'precision', digits=3)} | "
-            f"{_fmt(m, 'recall', digits=3)} | {nn['min']:.3f} / {nn['p1']:.3f} | "
-            f"{s['images_per_s']:.1f} | {s['seconds'] / 60:.0f} min | {hw} |")
+            f"| {r['variant']} | {len(ms)} | {first} | {_fmt(ms, 'fhd')} | {kid} | "
+            f"{_fmt(ms, 'precision', digits=3)} | {_fmt(ms, 'recall', digits=3)} | "
+            f"{nn_min:.3f} / {nn_p1:.3f} | {s['images_per_s']:.1f} | {s['seconds'] / 60:.0f} min "
+            f"| {hw} |")
     return "\n".join(lines)
+
+
+def measure(entry: str, a: argparse.Namespace, seed: int, mcfg) -> tuple | None:
+    """(run folder, checkpoint at the budget, its metrics) of one entry and seed; None (with a
+    line saying why) when there is no finished run."""
+    label = seed_label(parse_entry(entry)[0], seed)
+    run = locate_run(entry, a, seed)
+    ckpt = checkpoint_at(run, a.images) if run else None
+    if ckpt is None:
+        print(f"{label}: no finished run cmp-{label} in {a.runs_dir} (use --train)",
+              file=sys.stderr)
+        return None
+    ck = load_checkpoint(ckpt)
+    if ck.images_seen < a.images:
+        print(f"{label}: {ckpt} has only {ck.images_seen} of {a.images} images; skipped "
+              "(use --train to finish it)", file=sys.stderr)
+        return None
+    m = read_metrics(ckpt, warn=False)
+    same = m is not None and (m.get("samples"), m.get("extractor"), m.get("resolution")) \
+        == (mcfg.samples, mcfg.features, mcfg.resolution if mcfg.features == "lite2" else None)
+    if not same:
+        m = evaluate(ckpt, a.data, mcfg, cache_dir=a.cache_dir)
+        write_metrics(ckpt, m)
+    print(f"{label}: FLD {m.get('fld', float('nan')):.2f}, FHD {m['fhd']:.2f}, "
+          f"recall {m['recall']:.4f} ({ckpt})", flush=True)
+    return run, ck, m
 
 
 def main() -> int:
@@ -206,6 +252,9 @@ def main() -> int:
     p.add_argument("--variants", default=DEFAULT_VARIANTS,
                    help="comma-separated variants, or LABEL=VARIANT;key=value;... entries")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", help="several seeds, e.g. 0,1,2: one run per variant and seed "
+                   "(cmp-<label>, cmp-<label>-s1, ...), each row their mean ± std; grids and "
+                   "curves from the first")
     p.add_argument("--runs-dir", type=Path, default=Path("runs/compare"))
     p.add_argument("--train", action="store_true", help="train missing runs, resume short ones")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per training run")
@@ -236,33 +285,25 @@ def main() -> int:
     mcfg = load_metrics_config(Path("config.yaml") if Path("config.yaml").is_file() else None,
                                {"samples": a.samples})
     a.out.mkdir(parents=True, exist_ok=True)
+    seeds = [int(x) for x in a.seeds.split(",")] if a.seeds else [a.seed]
     results = []
     for entry in variants:
         v = parse_entry(entry)[0]
-        run = locate_run(entry, a)
-        ckpt = checkpoint_at(run, a.images) if run else None
-        if ckpt is None:
-            print(f"{v}: no finished run cmp-{v} in {a.runs_dir} (use --train)", file=sys.stderr)
+        per_seed = []
+        for seed in seeds if not parse_entry(entry)[1].startswith("@") else seeds[:1]:
+            got = measure(entry, a, seed, mcfg)
+            if got is None:
+                if a.train:  # the training was stopped (Ctrl+C, SIGTERM): so is the comparison
+                    return 1
+                continue
+            per_seed.append(got)
+        if not per_seed:
             continue
-        ck = load_checkpoint(ckpt)
-        if ck.images_seen < a.images:
-            print(f"{v}: {ckpt} has only {ck.images_seen} of {a.images} images; skipped "
-                  "(use --train to finish it)", file=sys.stderr)
-            if a.train:  # the training was stopped (Ctrl+C, SIGTERM): so is the comparison
-                return 1
-            continue
-        m = read_metrics(ckpt, warn=False)
-        same = m is not None and (m.get("samples"), m.get("extractor"), m.get("resolution")) \
-            == (mcfg.samples, mcfg.features, mcfg.resolution if mcfg.features == "lite2" else None)
-        if not same:
-            m = evaluate(ckpt, a.data, mcfg, cache_dir=a.cache_dir)
-            write_metrics(ckpt, m)
+        run, ck, m = per_seed[0]
         faces = generate_array(ck, list(range(64)))
         grid(faces, cols=8).save(a.out / f"{v}.jpg", quality=92)
-        results.append({"variant": v, "checkpoint": ckpt, "metrics": m, "faces": faces[:16],
-                        "summary": run_summary(run, a.images)})
-        print(f"{v}: FLD {m.get('fld', float('nan')):.2f}, FHD {m['fhd']:.2f}, "
-              f"recall {m['recall']:.4f} ({ckpt})", flush=True)
+        results.append({"variant": v, "metrics": m, "seeds": [x[2] for x in per_seed],
+                        "faces": faces[:16], "summary": run_summary(run, a.images)})
     if not results:
         return 1
 

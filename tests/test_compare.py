@@ -57,7 +57,7 @@ def test_compare_trains_evaluates_and_writes_the_table(faces_dir, tmp_path):
             or line.startswith("| capsule-bce |")]
     assert len(rows) == 2
     first = read_metrics(latest_checkpoint(runs[0]))
-    row = f"| forcecore | {first['fld']:.2f} | {first['fhd']:.2f} |"  # learned features first
+    row = f"| forcecore | 1 | {first['fld']:.2f} | {first['fhd']:.2f} |"  # learned features first
     assert first["extractor"] == "lite2" and row in doc
 
     # A second call reuses the finished runs and their metrics: no new run folder.
@@ -65,6 +65,16 @@ def test_compare_trains_evaluates_and_writes_the_table(faces_dir, tmp_path):
     assert again.returncode == 0, again.stderr
     assert len(list((tmp_path / "runs").iterdir())) == 2
     assert row in again.stdout
+
+    # Several seeds: one more run per extra seed, the row their mean and sample deviation.
+    seeds = compare(tmp_path, "--data", str(faces_dir), "--variants", "forcecore", "--train",
+                    "--seeds", "0,1", "--threads", "1", "--no-channels-last", *overrides)
+    assert seeds.returncode == 0, seeds.stderr
+    s1 = next((tmp_path / "runs").glob("*-cmp-forcecore-s1"))
+    assert json.loads((s1 / "config.json").read_text())["seed"] == 1
+    fld = [read_metrics(latest_checkpoint(r))["fld"] for r in (runs[0], s1)]
+    mean, std = sum(fld) / 2, abs(fld[0] - fld[1]) / 2 ** 0.5
+    assert fld[0] != fld[1] and f"| forcecore | 2 | {mean:.2f} ± {std:.2f} |" in seeds.stdout
 
     # A run trained elsewhere is measured at the checkpoint of the budget it passed through,
     # and one that kept no checkpoint there is not measured at a later one.
