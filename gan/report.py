@@ -7,6 +7,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from gan.files import atomic_write
+
 
 def progress_gif(run_dir: Path, max_frames: int = 120, ms_per_frame: int = 120) -> Path | None:
     """grids/frame-*.png (4x4 faces from the fixed latents) -> progress.gif."""
@@ -35,6 +37,17 @@ def read_stats(run_dir: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue  # a line cut short by a crash
     return rows
+
+
+def keep_stats_until(run_dir: Path, step: int) -> None:
+    """Before a run resumes from `step`: drop the stats.jsonl lines of later steps (logged by
+    the run that crashed or stopped after that checkpoint; they are trained again) and a last
+    line cut short, so that the file holds one trajectory and new lines start on a line."""
+    path = Path(run_dir) / "stats.jsonl"
+    if not path.is_file():
+        return
+    kept = [r for r in read_stats(run_dir) if r.get("step", 0) <= step]
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
 
 def plot_losses(run_dir: Path) -> Path | None:

@@ -38,6 +38,7 @@ from gan.data import DataError, FaceDataset
 from gan.latent import sample_latent, seed_latents
 from gan.losses import Objective
 from gan.models import build_discriminator, build_generator
+from gan.report import keep_stats_until, plot_losses, progress_gif
 from gan.sampling import grid, image_of, to_uint8
 
 log = logging.getLogger(__name__)
@@ -298,7 +299,6 @@ class Trainer:
     def finish_outputs(self) -> None:
         if not self.dist.main:
             return
-        from gan.report import plot_losses, progress_gif
         progress_gif(self.run_dir)
         plot_losses(self.run_dir)
 
@@ -310,7 +310,10 @@ class Trainer:
     def fit(self) -> Path | None:
         """Train to train.total_images; returns the last checkpoint's path (main process)."""
         t = self.cfg.train
-        stats_file = open(self.run_dir / "stats.jsonl", "a") if self.dist.main else None
+        stats_file = None
+        if self.dist.main:
+            keep_stats_until(self.run_dir, self.step)
+            stats_file = open(self.run_dir / "stats.jsonl", "a")
         bar = None
         if self.dist.main and t.progress:
             from tqdm import tqdm

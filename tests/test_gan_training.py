@@ -53,6 +53,24 @@ def test_resume_continues_the_same_trajectory(tiny):
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
+def test_resume_drops_the_stats_a_crash_left_after_the_checkpoint(tiny):
+    # A run killed between checkpoints has logged steps it must train again: resuming from
+    # step 3 replaces their lines, so the loss plot shows one trajectory, not two.
+    run_dir, half = train(load_config(None, tiny + ["train.total_images=24",
+                                                    "train.checkpoint_every=3"]))
+    stats = run_dir / "stats.jsonl"
+    lost = [dict(json.loads(stats.read_text().splitlines()[-1]), step=s, images_seen=8 * s)
+            for s in (4, 5)]
+    with stats.open("a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in lost)
+        f.write('{"step": 6, "ima')  # and a line cut short by the kill
+    ck = load_checkpoint(half)
+    cfg = load_config(None, tiny + ["train.total_images=48", "train.checkpoint_every=3"])
+    train(ck.cfg.model_copy(update={"train": cfg.train}), resume=half)
+    steps = [json.loads(x)["step"] for x in stats.read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny, monkeypatch):
     calls = {"n": 0}
     real_d_loss = Objective.d_loss
