@@ -206,9 +206,10 @@ class Settings(BaseModel):
         "after {kimg}k training images. {quality}")
     alt_text: Template = (
         "An AI-generated anime-style face, drawn at 64 by 64 pixels by a GAN (seed {seed}).")
-    # The metrics.json key shown as {quality}: fhd (`python train.py evaluate`, weight-free),
-    # fid (evaluated with the Inception weights), kid_mean, precision, recall.
-    quality_metric: str = "fhd"
+    # The metrics.json key shown as {quality}: fld (`python train.py evaluate`'s default,
+    # EfficientNet-Lite2 features), fhd (HOG), fid (with the Inception weights), kid_mean,
+    # precision, recall.
+    quality_metric: str = "fld"
     # Appended to the caption by each channel, in order, as many as fit its limit (Mastodon:
     # the server's, 500 by default; X: 280); a tag that does not fit is left out.
     hashtags: list[Hashtag] = []

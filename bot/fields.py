@@ -31,7 +31,7 @@ def template_fields(post_number: int, seed: int, checkpoint: str, variant: str, 
 # The fields caption and alt-text templates may use, with sample values to check templates.
 TEMPLATE_FIELDS: dict[str, Any] = template_fields(
     post_number=1, seed=0, checkpoint="default.pt", variant="dcgan", step=0, images_seen=0,
-    quality="FHD 9.54", score=1.07)
+    quality="FLD 1450", score=1.07)
 
 
 def _check_template(text: str) -> str:

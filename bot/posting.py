@@ -206,12 +206,13 @@ def draw(s: Session, dedup: Dedup, rng: random.Random,
 
 
 def quality_text(ck: Checkpoint, quality_metric: str) -> str:
-    """The caption's {quality}: e.g. "FHD 4.87", or empty when the checkpoint lacks it."""
+    """The caption's {quality}: e.g. "FLD 1450", or empty when the checkpoint lacks it."""
     value = (ck.metrics or {}).get(quality_metric)
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return ""
-    # FID 31.2, FHD 4.87, KID_MEAN 0.00931: three significant digits below 10.
-    shown = f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+    # FLD 1450, FID 31.2, FHD 4.87, KID_MEAN 0.00931: three significant digits below 10.
+    shown = (f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 10
+             else f"{value:.3g}")
     return f"{quality_metric.upper()} {shown}"
 
 

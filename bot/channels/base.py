@@ -50,7 +50,7 @@ class Outgoing:
     step: int
     images_seen: int
     created_at: datetime
-    quality: str = ""  # "FHD 9.54" (bot.quality_metric), or empty
+    quality: str = ""  # "FLD 1450" (bot.quality_metric), or empty
     score: float | None = None  # a curated post's realism score (bot.curate); None: uncurated
     hashtags: tuple[str, ...] = ()  # bot.hashtags: the channel appends those that fit
     attempt: int = 1  # 1 on the first try (`retry` starts again at 1)

@@ -279,6 +279,22 @@ def test_publish_records_the_metrics_beside_the_checkpoint(write_config, tmp_pat
     assert "measured another file" in caplog.text
 
 
+def test_the_caption_quotes_the_learned_feature_fld_by_default(write_config, tmp_path):
+    # evaluate's default measure is FLD (EfficientNet-Lite2 features); the caption follows it.
+    from gan.metrics import file_sha256
+    from gan.testing import make_tiny_checkpoint
+
+    ck = make_tiny_checkpoint(tmp_path / "run" / "mine.pt", seed=3)
+    (ck.parent / "mine.metrics.json").write_text(json.dumps(
+        {"fld": 1450.39, "fhd": 3.31, "checkpoint": {"file": "mine.pt", "sha256": file_sha256(ck)}}))
+    settings = load_settings(write_config(caption="{quality}"))
+    sessions = open_database(settings.database_url)
+    publish(sessions, ck)
+    post_id = posting.post_once(sessions, settings, {"a": Recorder()}, rng=Seeds(1))
+    with sessions() as s:
+        assert store.post(s, post_id).caption == "FLD 1450"
+
+
 @pytest.mark.skipif(not REAL_FACES.is_dir(), reason=f"real faces not found at {REAL_FACES}")
 def test_real_faces_refused_shipped_samples_accepted(tmp_path):
     """The default threshold on real data: 300 real faces are the index; they come back as
