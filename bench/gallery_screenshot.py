@@ -5,7 +5,7 @@ then a headless Chromium screenshot of its first page (issue 14, part 6).
 
 Posts go through the bot's own pipeline (`post_once` with fixed seeds, the outbox channel
 only, the memorisation guard off: no training faces are needed), from checkpoints/default.pt
-and, to show the checkpoint filter, checkpoints/modern-150k.pt when it is there; the newest is
+and, to show the checkpoint filter, checkpoints/capsule.pt when it is there; the newest is
 an animated post (its video shows its first frame in the picture).
 Needs `chromium` (Debian: apt-get install chromium).
 """
@@ -51,7 +51,7 @@ def make_gallery(folder: Path) -> Path:
     sessions = open_database(settings.database_url)
     ensure_active(sessions, settings)
     channels = build_channels(settings.channels, settings.data_dir)
-    other = REPO / "checkpoints" / "modern-150k.pt"
+    other = REPO / "checkpoints" / "capsule.pt"
     plan = [(None, [7, 42, 3])] + ([(other, [11, 5])] if other.is_file() else []) + [
         (settings.default_checkpoint, [64])]
     for checkpoint, seeds in plan:

@@ -171,6 +171,9 @@ def test_the_shipped_checkpoint_is_neither_perfect_nor_hopeless(halves, lite2):
     m = feature_metrics(halves["ref"], fake, SMALL)
     real = feature_metrics(halves["ref"], halves["real"], SMALL)
     assert m["fd"] > 2 * real["fd"] and m["kid_mean"] > 10 * real["kid_std"], (m, real)
-    # HOG read precision 1.000 for every run, noise included: here the samples are judged
-    # unlike real faces by far more than two real halves are.
-    assert 0.05 < m["precision"] < 0.95 and m["precision"] < real["precision"] - 0.2, m
+    # HOG read precision 1.000 and recall 0.000 for every run, noise included. Here both are
+    # strictly inside (0.05, 0.95), and the samples are judged less like the faces than the
+    # other real half is (the shipped modern checkpoint: precision 0.64, recall 0.15 at this
+    # size; the former forcecore default had recall ~0.001).
+    assert 0.05 < m["precision"] < 0.95 and 0.05 < m["recall"] < 0.95, m
+    assert m["precision"] < real["precision"] and m["recall"] < real["recall"] - 0.2, (m, real)

