@@ -310,7 +310,9 @@ def main() -> int:
     strips = []
     for r in results:
         g = np.asarray(grid(r["faces"], cols=16))
-        strips += [label_strip(f"{r['variant']}  FHD {r['metrics']['fhd']:.2f}", g.shape[1]), g]
+        m = r["metrics"]
+        fld = f"FLD {m['fld']:.0f}  " if "fld" in m else ""
+        strips += [label_strip(f"{r['variant']}  {fld}FHD {m['fhd']:.2f}", g.shape[1]), g]
     from PIL import Image
     Image.fromarray(np.concatenate(strips)).save(a.out / "overview.jpg", quality=92)
     plot_losses(results, a.out / "losses.png")

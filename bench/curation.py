@@ -14,7 +14,7 @@ curated sets for smaller K too (the first k candidates of each post). Each row: 
 precision and recall against every training face, and the critic's mean score. Same seeds,
 same sample count, same measurement in every row. The bot's dedup and memorisation checks are
 left out here (they refuse a few candidates a day, not a share that moves these numbers).
-Writes the picked and passed-over faces of the first 16 posts to --grid.
+Writes the picked and passed-over faces of the first --grid-posts (8) posts to --grid.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def main() -> int:
                    "when missing")
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/datasets"))
     p.add_argument("--grid", type=Path, default=Path("out/curation.png"))
+    p.add_argument("--grid-posts", type=int, default=8, help="posts (rows) in --grid")
     a = p.parse_args()
     if not a.data.is_dir():
         p.error(f"--data {a.data}: not a folder of faces")
@@ -73,6 +74,17 @@ def main() -> int:
         label = "uncurated (first candidate)" if k == 1 else f"curated, best of {k}"
         rows.append((label, m, float(scores[np.arange(a.posts), chosen].mean())))
 
+    # Not in the bot, for comparison: the first candidate (seed order) whose score clears the
+    # 20th percentile of the uncurated posts' scores, else the best: cuts the tail only.
+    tau = float(np.quantile(scores[:, 0], 0.2))
+    first_ok = np.array([int(np.argmax(row >= tau)) if (row >= tau).any() else pick(row)
+                         for row in scores])
+    m = feature_metrics(f_real, f_all[np.arange(a.posts), first_ok], mcfg, "fld")
+    rows.append((f"first of {a.k} scoring >= {tau:.2f} (p20; not in the bot)", m,
+                 float(scores[np.arange(a.posts), first_ok].mean())))
+    # How much an uncurated set varies by chance: candidate j of every post, j = 0..k-1.
+    spread = [feature_metrics(f_real, f_all[:, j], mcfg, "fld") for j in range(a.k)]
+
     base = rows[0][1]
     print(f"\n{ck.path.name} ({ck.variant}, {ck.images_seen:,} images), {a.posts} posts, "
           f"{len(faces):,} real faces; Lite2 features at 64 px; critic: Lite0, "
@@ -84,8 +96,16 @@ def main() -> int:
               f"{m['kid_mean']:.1f} ± {m['kid_std']:.1f} | {m['precision']:.3f} | "
               f"{m['recall']:.3f} | {s:.3f} |")
 
-    # The first 16 posts: the picked face, then the candidates passed over, one post a row.
-    n = min(16, a.posts)
+    def span(key: str, fmt: str) -> str:
+        values = [x[key] for x in spread]
+        return f"{min(values):{fmt}}-{max(values):{fmt}}"
+
+    print(f"\nchance: the {a.k} uncurated sets (candidate j of every post) span FLD "
+          f"{span('fld', '.0f')}, KID {span('kid_mean', '.1f')}, precision "
+          f"{span('precision', '.3f')}")
+
+    # The first posts: the picked face, then the candidates passed over, one post a row.
+    n = min(a.grid_posts, a.posts)
     order = np.argsort(-scores[:n], axis=1, kind="stable")  # pick's order
     a.grid.parent.mkdir(parents=True, exist_ok=True)
     grid(images[np.arange(n)[:, None], order].reshape(-1, 64, 64, 3), cols=a.k,
