@@ -46,6 +46,7 @@ def make_gallery(folder: Path) -> Path:
         f"  default_checkpoint: {REPO / 'checkpoints' / 'default.pt'}\n"
         "  max_posts_per_day: null\n"
         "  memorisation: {faces: null}\n"
+        f"  curate: {{critic: {REPO / 'checkpoints' / 'critic.npz'}}}\n"
         "  channels: {outbox: {title: waifu-gen outbox, per_page: 6}}\n")
     settings = load_settings(folder / "config.yaml")
     sessions = open_database(settings.database_url)
@@ -57,8 +58,9 @@ def make_gallery(folder: Path) -> Path:
     for checkpoint, seeds in plan:
         if checkpoint is not None:
             publish(sessions, checkpoint)
-        for seed in seeds:
-            posting.post_once(sessions, settings, channels, rng=Seeds([seed]))
+        for seed in seeds:  # a curated post draws its candidates from seed*1000 on
+            posting.post_once(sessions, settings, channels,
+                              rng=Seeds(list(range(seed * 1000, seed * 1000 + 64))))
     # The newest: an animated post, a walk from seed 2024 through two more faces and back.
     posting.post_once(sessions, settings, channels, rng=Seeds([2024, 9, 77]), animated=True)
     return channels["outbox"].folder / "index.html"
