@@ -95,7 +95,7 @@ class TrainConfig(_Section):
     log_every: int = Field(10, ge=1)  # steps between stats.jsonl lines
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     bf16: bool = False  # autocast the forward passes to bfloat16
-    channels_last: bool = True  # 1.4x faster on CPUs (bench/train_speed.py)
+    channels_last: bool = True  # 1.09-1.4x faster on CPUs (bench/train_speed.py)
     threads: int | None = Field(None, ge=1)  # CPU threads; null = torch's default
     runs_dir: RelPath = Field(Path("runs"), validate_default=True)
     progress: bool = True  # a progress bar on stderr
