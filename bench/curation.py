@@ -6,7 +6,8 @@
 
 The bot draws K fresh candidate seeds for a post (bot.curate.candidates) and posts the one the
 realism critic (gan/realism.py: EfficientNet-Lite0 features) scores highest, picked by
-`gan.realism.pick`. This bench draws K candidates for each of N posts (seeds K*i .. K*i+K-1
+`gan.realism.pick` (and, for one row, the first scoring at least bot.curate.min_score).
+This bench draws K candidates for each of N posts (seeds K*i .. K*i+K-1
 for post i), picks with that same function and measures, with EfficientNet-Lite2 (the judge of
 `python train.py evaluate`, never the critic's network), the N curated images against the N
 uncurated ones (each post's first candidate, i.e. what the bot posts with curation off), and the
@@ -74,13 +75,12 @@ def main() -> int:
         label = "uncurated (first candidate)" if k == 1 else f"curated, best of {k}"
         rows.append((label, m, float(scores[np.arange(a.posts), chosen].mean())))
 
-    # Not in the bot, for comparison: the first candidate (seed order) whose score clears the
-    # 20th percentile of the uncurated posts' scores, else the best: cuts the tail only.
-    tau = float(np.quantile(scores[:, 0], 0.2))
-    first_ok = np.array([int(np.argmax(row >= tau)) if (row >= tau).any() else pick(row)
-                         for row in scores])
+    # bot.curate.min_score: the first candidate (drawn order) scoring at least the 20th
+    # percentile of the uncurated posts' scores, else the best: cuts the tail only.
+    tau = round(float(np.quantile(scores[:, 0], 0.2)), 2)
+    first_ok = np.array([pick(row, min_score=tau) for row in scores])
     m = feature_metrics(f_real, f_all[np.arange(a.posts), first_ok], mcfg, "fld")
-    rows.append((f"first of {a.k} scoring >= {tau:.2f} (p20; not in the bot)", m,
+    rows.append((f"first of {a.k} scoring >= {tau:.2f} (min_score; p20)", m,
                  float(scores[np.arange(a.posts), first_ok].mean())))
     # How much an uncurated set varies by chance: candidate j of every post, j = 0..k-1.
     spread = [feature_metrics(f_real, f_all[:, j], mcfg, "fld") for j in range(a.k)]

@@ -131,8 +131,9 @@ class Memorisation(BaseModel):
 
 class Curate(BaseModel):
     """Curated posts (bot/curate.py): a still post draws `candidates` fresh seeds and posts the
-    one the realism critic (gan/realism.py) scores highest that passes the dedup and
-    memorisation checks. Not for `post --seed`, replies or animated posts."""
+    one the realism critic (gan/realism.py) scores highest (or, with `min_score`, the first
+    good enough) that passes the dedup and memorisation checks. Not for `post --seed`, replies
+    or animated posts."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -141,6 +142,10 @@ class Curate(BaseModel):
     # The critic file (`python train.py critic FACES --out PATH`); null: no curation. A file
     # that is not there: no curation, with a warning.
     critic: RelPath | None = Path("checkpoints/critic.npz")
+    # null: post the best-scoring candidate. A score (e.g. 0.65): post the first candidate, in
+    # the order drawn, that scores at least this, else the best: cuts only the tail of poor
+    # faces, keeping the posts as varied as uncurated ones (README: Curated posts).
+    min_score: float | None = Field(None, gt=0)
 
 
 Visibility = Literal["public", "unlisted", "private", "direct"]

@@ -3,7 +3,8 @@
 A still post draws `bot.curate.candidates` fresh seeds; the render worker draws them and scores
 them with the realism critic (gan/realism.py: a Gaussian of the training faces' Lite0
 features, shipped as checkpoints/critic.npz), and `posting.draw` posts the best-scoring one
-that passes the dedup and memorisation checks (`gan.pick`). Curation is off with
+(with `min_score`: the first scoring at least that) that passes the dedup and memorisation
+checks (`gan.pick`). Curation is off with
 `candidates: 1` or `critic: null`, and off with a warning (once a process) when the critic file
 is not there, as the memorisation guard is without its faces. This module reads the file only
 to check it (numpy): the scoring network stays in the render worker.
@@ -67,6 +68,9 @@ def describe_curation(curate: Curate) -> str:
     if not curate.critic.is_file():
         return (f"off (the critic {curate.critic} is not there: build it with `python train.py "
                 "critic FACES --out PATH`)")
+    if curate.min_score is not None:
+        return (f"on (the first of {curate.candidates} candidates scoring at least "
+                f"{curate.min_score:g} by the critic {curate.critic}, else the best)")
     return f"on (the best of {curate.candidates} candidates by the critic {curate.critic})"
 
 
@@ -79,5 +83,8 @@ def log_curation(curate: Curate) -> None:
             log.info("curation %s", describe_curation(curate))
         return
     faces = check_critic(path)
-    log.info("curation on: each still post is the best of %d candidates by the realism critic "
-             "%s (%d training faces)", curate.candidates, path, faces)
+    which = (f"the first of {curate.candidates} candidates scoring at least "
+             f"{curate.min_score:g} (else the best)" if curate.min_score is not None
+             else f"the best of {curate.candidates} candidates")
+    log.info("curation on: each still post is %s by the realism critic %s (%d training faces)",
+             which, path, faces)

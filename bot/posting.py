@@ -174,7 +174,8 @@ def draw(s: Session, dedup: Dedup, rng: random.Random,
                     return False
             return True
 
-        chosen = pick([scores[k] or 0.0 for k in seeds], accept)
+        chosen = pick([scores[k] or 0.0 for k in seeds], accept,
+                      curate.min_score if critic is not None else None)
         records += batch
         if ahead is not None:  # taken: posted now, or not at all (a dry run keeps its own)
             for k in seeds:

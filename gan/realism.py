@@ -178,12 +178,21 @@ def score_images(critic_path: str | Path, images: np.ndarray) -> np.ndarray:
     return Curator(load_critic(critic_path), _feature_net()).scores(images)
 
 
-def pick(scores: Sequence[float], accept: Callable[[int], bool] | None = None) -> int | None:
+def pick(scores: Sequence[float], accept: Callable[[int], bool] | None = None,
+         min_score: float | None = None) -> int | None:
     """Curation's choice among candidates: the index of the highest-scoring one that `accept`
     lets through (asked best first; of equal scores, the earlier candidate), or None when it
-    refuses them all. The bot's `accept` is its dedup and memorisation checks;
-    bench/curation.py measures the same choice with no checks."""
-    for i in np.argsort(-np.asarray(scores, np.float64), kind="stable"):
-        if accept is None or accept(int(i)):
-            return int(i)
+    refuses them all. With `min_score`, the first candidate in drawn order scoring at least
+    that is asked first, then the next such, and only then the rest best first: this cuts the
+    tail of poor faces without narrowing the posts to the most typical ones. The bot's
+    `accept` is its dedup and memorisation checks; bench/curation.py measures the same choice
+    with no checks."""
+    s = np.asarray(scores, np.float64)
+    order = [int(i) for i in np.argsort(-s, kind="stable")]
+    if min_score is not None:
+        order = [i for i in range(len(s)) if s[i] >= min_score] + \
+                [i for i in order if s[i] < min_score]
+    for i in order:
+        if accept is None or accept(i):
+            return i
     return None

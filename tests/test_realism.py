@@ -93,3 +93,13 @@ def test_pick_takes_the_best_the_checks_let_through():
     assert asked == [1, 3, 2]  # best first
     assert pick(scores, lambda i: False) is None
     assert pick([0.5]) == 0
+
+
+def test_pick_with_a_min_score_takes_the_first_good_enough_one():
+    from gan.realism import pick
+    scores = [0.4, 0.7, 0.9, 0.6]
+    assert pick(scores, min_score=0.65) == 1  # the first at or above 0.65, not the best
+    asked = []
+    assert pick(scores, lambda i: asked.append(i) or False, min_score=0.65) is None
+    assert asked == [1, 2, 3, 0]  # good enough in drawn order, then the rest best first
+    assert pick(scores, min_score=0.95) == 2  # none good enough: the best

@@ -42,9 +42,9 @@ def curated(write_config):
     """curated(**bot) -> (settings, sessions, channels) posting from the shipped checkpoint
     with the shipped critic (bot.curate overridable)."""
     def make(candidates: int = 4, critic: Path | None = CRITIC, index: Path | None = None,
-             **bot):
+             min_score: float | None = None, **bot):
         cfg = write_config(default_checkpoint=str(SHIPPED),
-                           curate={"candidates": candidates,
+                           curate={"candidates": candidates, "min_score": min_score,
                                    "critic": None if critic is None else str(critic)},
                            memorisation={"faces": None,
                                          "index": None if index is None else str(index)},
@@ -89,6 +89,31 @@ def test_the_post_is_the_best_candidate_and_every_candidate_is_recorded(
     assert main(["--config", cfg, "status"]) == 0
     assert (f"curation: on (the best of 4 candidates by the critic {CRITIC})"
             in capsys.readouterr().out)
+
+
+def test_with_a_min_score_the_post_is_the_first_good_enough_candidate(curated, expected,
+                                                                      capsys):
+    # bot.curate.min_score cuts the tail only: the first candidate, in the order drawn, that
+    # scores at least min_score is posted, even when a later one scores higher.
+    seeds = list(range(301, 317))
+    scores = expected(seeds)
+    best = int(np.argmax(scores))
+    assert best > 0, "these seeds must not have their best first"
+    # A threshold met before the best: the best score among the candidates drawn before it
+    # (less a hair, for the last digit of the float32 scores).
+    threshold = round(float(scores[:best].max()) - 1e-4, 4)
+    first_ok = next(i for i in range(len(seeds)) if scores[i] >= threshold)
+    assert first_ok < best
+    settings, sessions, channels = curated(candidates=16, min_score=threshold)
+    post_id = posting.post_once(sessions, settings, channels, rng=Seeds(*seeds))
+    post = _post(sessions, post_id)
+    assert post.seed == seeds[first_ok] and post.score == pytest.approx(scores[first_ok], rel=1e-3)
+    assert [c["seed"] for c in post.candidates] == seeds
+    cfg = str(settings.data_dir.parent / "config.yaml")
+    assert main(["--config", cfg, "status"]) == 0
+    assert (f"the first of 16 candidates scoring at least {threshold:g}"
+            in capsys.readouterr().out)
+    assert post.seed != seeds[best]  # without min_score, seeds[best] (the test above)
 
 
 def test_a_refused_best_candidate_falls_to_the_next(curated, expected, tmp_path, caplog):
@@ -242,6 +267,9 @@ def test_curate_settings_are_checked(write_config):
     default = load_settings(write_config(curate={})).curate
     assert (default.candidates, default.critic) == (8, s.data_dir.parent / "checkpoints" /
                                                     "critic.npz")
+    assert default.min_score is None  # the best candidate, unless a min_score is set
+    with pytest.raises(ConfigError, match=r"bot.curate.min_score.*greater than 0"):
+        load_settings(write_config(curate={"min_score": 0}))
 
 
 def test_migration_0006_adds_and_removes_the_curation_columns(tmp_path):
@@ -285,6 +313,10 @@ def test_the_daemon_says_at_start_whether_posts_are_curated(write_config, tmp_pa
     assert said(critic=str(CRITIC)) == (
         f"curation on: each still post is the best of 8 candidates by the realism critic "
         f"{CRITIC} ({RealismCritic.load(CRITIC).faces} training faces)")
+    assert said(critic=str(CRITIC), min_score=0.65) == (
+        f"curation on: each still post is the first of 8 candidates scoring at least 0.65 "
+        f"(else the best) by the realism critic {CRITIC} "
+        f"({RealismCritic.load(CRITIC).faces} training faces)")
     assert said(candidates=1, critic=str(CRITIC)) == ("curation off (bot.curate.candidates "
                                                       "is 1)")
     assert said(critic=None) == "curation off (bot.curate.critic is null)"
