@@ -449,11 +449,20 @@ def train(cfg: Config, resume: Path | None = None,
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     for s in old:
         signal.signal(s, trainer.request_stop)
+    finished = False
     try:
         last = trainer.fit()
+        finished = True
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        if trainer.dist.world > 1 and dist.is_initialized():
+            # Every rank waits for rank 0's last files, then the group is closed: a gloo
+            # group left open at exit aborts its process ("terminate called without an active
+            # exception", SIGABRT), which failed the 2-process test now and then.
+            if finished:
+                dist.barrier()
+            dist.destroy_process_group()
     if main and trainer.step < trainer.total_steps:
         log.warning("stopped at step %d (%d images seen); checkpoint %s; resume with: "
                     "python train.py resume %s", trainer.step, trainer.images_seen, last,
