@@ -59,6 +59,14 @@ def check_critic(path: Path) -> int:
         raise BotError(f"bot.curate.critic: {e}") from None
 
 
+def _which(curate: Curate) -> str:
+    """Which candidate a curated post takes, in words."""
+    if curate.min_score is None:
+        return f"the best of {curate.candidates} candidates"
+    return (f"the first of {curate.candidates} candidates scoring at least "
+            f"{curate.min_score:g} (else the best)")
+
+
 def describe_curation(curate: Curate) -> str:
     """One line for `status`, reading nothing but the file's presence."""
     if curate.candidates == 1:
@@ -68,10 +76,7 @@ def describe_curation(curate: Curate) -> str:
     if not curate.critic.is_file():
         return (f"off (the critic {curate.critic} is not there: build it with `python train.py "
                 "critic FACES --out PATH`)")
-    if curate.min_score is not None:
-        return (f"on (the first of {curate.candidates} candidates scoring at least "
-                f"{curate.min_score:g} by the critic {curate.critic}, else the best)")
-    return f"on (the best of {curate.candidates} candidates by the critic {curate.critic})"
+    return f"on ({_which(curate)} by the critic {curate.critic})"
 
 
 def log_curation(curate: Curate) -> None:
@@ -83,8 +88,5 @@ def log_curation(curate: Curate) -> None:
             log.info("curation %s", describe_curation(curate))
         return
     faces = check_critic(path)
-    which = (f"the first of {curate.candidates} candidates scoring at least "
-             f"{curate.min_score:g} (else the best)" if curate.min_score is not None
-             else f"the best of {curate.candidates} candidates")
     log.info("curation on: each still post is %s by the realism critic %s (%d training faces)",
-             which, path, faces)
+             _which(curate), path, faces)
